@@ -1,0 +1,292 @@
+"""The ``lateral`` command line.
+
+Every command maps to library code in ``appliance``, ``capture`` and ``rules``; this module only
+parses arguments, prints, and turns Lateral's errors into a message and an exit status:
+
+    0  success
+    1  the command ran and found a problem (``doctor`` with a failing required check)
+    2  bad input: usage, configuration, capture files, rules
+    3  the engine (Suricata) failed
+    4  an output could not be written
+    70 an internal error (a bug: please report it; ``--debug`` shows the traceback)
+    130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import (
+    CaptureFileError,
+    ConfigError,
+    EngineError,
+    LateralError,
+    RuleError,
+    SinkError,
+)
+
+__all__ = ["main"]
+
+_EXIT = {ConfigError: 2, CaptureFileError: 2, RuleError: 2, EngineError: 3, SinkError: 4}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"lateral: error: {message}\n")
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    path = getattr(args, "config", None)
+    return load_settings(Path(path) if path else None, **overrides)
+
+
+# ---------------------------------------------------------------- replay
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    if args.policy is not None:
+        raise ConfigError("--policy: policy checks are not available in this version yet",
+                          hint="run without --policy; Suricata's detection is unaffected")
+    settings = _settings(args)
+    err = Console(stderr=True)
+    show_progress = err.is_terminal and not args.quiet
+    captures = [Path(p) for p in args.captures]
+    rules = [Path(p) for p in args.rules or ()]
+    if show_progress:
+        with Progress(
+            TextColumn("[bold]replay[/] {task.fields[name]}"), BarColumn(), DownloadColumn(),
+            TimeRemainingColumn(), console=err, transient=True,
+        ) as bar:
+            task = bar.add_task("replay", total=None, name="")
+
+            def progress(done: int, total: int, name: str) -> None:
+                bar.update(task, completed=done, total=total, name=name)
+
+            result = replay(settings, captures, Path(args.eve), rules=rules,
+                            skip_invalid_rules=args.skip_invalid_rules, progress=progress,
+                            keep_workdir=args.keep_workdir)
+    else:
+        result = replay(settings, captures, Path(args.eve), rules=rules,
+                        skip_invalid_rules=args.skip_invalid_rules,
+                        keep_workdir=args.keep_workdir)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for failure in result.rule_failures:
+        err.print(f"[yellow]warning: rule skipped:[/] {failure}", highlight=False)
+    if args.summary_json:
+        Path(args.summary_json).write_bytes(
+            orjson.dumps(result.summary.as_dict(), option=orjson.OPT_INDENT_2))
+    if not args.quiet:
+        out = Console()
+        out.print(result.summary.render(top=args.top))
+        counters = result.counters
+        out.print(
+            f"[dim]{len(result.captures)} capture(s), {len(result.rule_files)} rule file(s); "
+            f"{counters.records_in} EVE records in, {counters.records_out} out, "
+            f"{counters.parse_errors} unparseable; engine {result.engine_seconds:.1f} s, "
+            f"total {result.wall_seconds:.1f} s[/]", highlight=False)
+        out.print(f"EVE output: [bold]{result.eve_path}[/]", highlight=False)
+    return 0
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import format_checks, run_checks
+
+    settings = _settings(args)
+    checks = run_checks(settings, es_url=args.es_url)
+    print(format_checks(checks))
+    return 1 if any(c.required and not c.ok for c in checks) else 0
+
+
+# ---------------------------------------------------------------- config
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_config_render(args: argparse.Namespace) -> int:
+    from .render import RenderTarget, render_config, to_yaml
+    from .replay import bundled_rules, resolve_rule_files
+
+    settings = _settings(args)
+    rules = resolve_rule_files([Path(p) for p in args.rules or ()] or list(settings.rule_files)
+                               or [bundled_rules()])
+    text = to_yaml(render_config(settings, RenderTarget(log_dir=Path(args.log_dir),
+                                                        rule_files=rules)))
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from .replay import bundled_rules, resolve_rule_files
+    from .validate import validate
+
+    settings = _settings(args)
+    rules = resolve_rule_files([Path(p) for p in args.rules or ()] or list(settings.rule_files)
+                               or [bundled_rules()])
+    report = validate(settings, rules)
+    print(report.describe())
+    return 0 if report.ok else 2
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from .ingest import ingest
+
+    settings = _settings(args)
+    state = Path(args.state) if args.state else settings.state_dir / "ingest"
+    stats = ingest(settings, Path(args.input), Path(args.eve), state_dir=state,
+                   follow=args.follow, idle_exit=args.idle_exit)
+    print(f"ingested {stats.records_in} records, wrote {stats.records_out}, "
+          f"{stats.parse_errors} unparseable", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- lab
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from lab.scenarios import SCENARIOS, write_pcap
+
+    if args.list or not args.scenario:
+        for name in SCENARIOS:
+            print(name)
+        return 0
+    if args.scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {args.scenario!r}",
+                          hint="one of: " + ", ".join(SCENARIOS))
+    if not args.out:
+        raise ConfigError("give the output file: lateral lab SCENARIO OUT.pcap")
+    write_pcap(args.scenario, Path(args.out))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lateral", description="Inter-VM traffic inspection with Suricata.")
+    parser.add_argument("--version", action="version", version=f"lateral {__version__}")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE", help="Lateral's YAML configuration")
+
+    p = sub.add_parser("replay", help="process capture files offline through Suricata and Lateral")
+    p.add_argument("captures", nargs="+", metavar="PCAP", help="pcap or pcapng files")
+    p.add_argument("--rules", action="append", metavar="PATH",
+                   help="rule file or directory of *.rules (repeatable; default: bundled rules)")
+    p.add_argument("--policy", metavar="FILE", help="inter-VM policy file")
+    config_arg(p)
+    p.add_argument("--eve", required=True, metavar="OUT", help="EVE JSON-lines output file")
+    p.add_argument("--skip-invalid-rules", action="store_true",
+                   help="load the valid rules and go on (stock Suricata's behaviour)")
+    p.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--top", type=int, default=10, help="rows per summary table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--keep-workdir", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("doctor", help="check what is installed and usable, with fixes")
+    config_arg(p)
+    p.add_argument("--es-url", metavar="URL", help="Elasticsearch URL to check")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("config", help="show, render and check configuration")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser,
+                            required=True)
+    c = csub.add_parser("show", help="the effective settings (file + environment + defaults)")
+    config_arg(c)
+    c.set_defaults(func=_cmd_config_show)
+    c = csub.add_parser("render", help="the suricata.yaml Lateral renders")
+    config_arg(c)
+    c.add_argument("--rules", action="append", metavar="PATH")
+    c.add_argument("--log-dir", default="/var/log/lateral/suricata")
+    c.add_argument("--out", metavar="FILE")
+    c.set_defaults(func=_cmd_config_render)
+    c = csub.add_parser("check", help="render and have Suricata validate it (suricata -T)")
+    config_arg(c)
+    c.add_argument("--rules", action="append", metavar="PATH")
+    c.set_defaults(func=_cmd_config_check)
+
+    p = sub.add_parser("ingest", help="run an existing EVE stream through the pipeline")
+    p.add_argument("input", metavar="EVE_IN")
+    config_arg(p)
+    p.add_argument("--eve", required=True, metavar="OUT")
+    p.add_argument("--state", metavar="DIR", help="where the durable read offset is kept")
+    p.add_argument("--follow", action="store_true", help="keep following the input (like tail -F)")
+    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                   help="with --follow, stop after this long without new records")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("lab", help="write a generated inter-VM capture (scapy)")
+    p.add_argument("scenario", nargs="?")
+    p.add_argument("out", nargs="?")
+    p.add_argument("--list", action="store_true")
+    p.set_defaults(func=_cmd_lab)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        code: int = args.func(args)
+        return code
+    except LateralError as exc:
+        status = next((c for t, c in _EXIT.items() if isinstance(exc, t)), 2)
+        print(f"lateral: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return status
+    except KeyboardInterrupt:
+        print("lateral: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # the last line of defence: no traceback unless asked for
+        if args.debug:
+            raise
+        print(f"lateral: internal error: {type(exc).__name__}: {exc}\n"
+              "  hint: this is a bug; run again with --debug for the traceback and report it",
+              file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

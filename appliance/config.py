@@ -1,0 +1,265 @@
+"""One typed settings object for the whole appliance.
+
+Loaded once, from a YAML file and then the environment (``LATERAL_`` prefix, ``__`` between
+nested names: ``LATERAL_ENGINE__THREADS=4``), validated, and passed down as plain values. Nothing
+else in Lateral reads the environment or a config file.
+
+The defaults are the embedded default: no Elasticsearch, local EVE output, Suricata's stock rule
+variables, so that a replay without ``--config`` detects exactly what stock Suricata detects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = [
+    "STOCK_ADDRESS_GROUPS",
+    "STOCK_PORT_GROUPS",
+    "EngineSettings",
+    "EveSettings",
+    "Settings",
+    "VmIdentity",
+    "load_settings",
+]
+
+# Suricata 7's stock suricata.yaml rule variables, so that rules behave as they do on a stock sensor.
+STOCK_ADDRESS_GROUPS: dict[str, str] = {
+    "HOME_NET": "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]",
+    "EXTERNAL_NET": "!$HOME_NET",
+    "HTTP_SERVERS": "$HOME_NET",
+    "SMTP_SERVERS": "$HOME_NET",
+    "SQL_SERVERS": "$HOME_NET",
+    "DNS_SERVERS": "$HOME_NET",
+    "TELNET_SERVERS": "$HOME_NET",
+    "AIM_SERVERS": "$EXTERNAL_NET",
+    "DC_SERVERS": "$HOME_NET",
+    "DNP3_SERVER": "$HOME_NET",
+    "DNP3_CLIENT": "$HOME_NET",
+    "MODBUS_CLIENT": "$HOME_NET",
+    "MODBUS_SERVER": "$HOME_NET",
+    "ENIP_CLIENT": "$HOME_NET",
+    "ENIP_SERVER": "$HOME_NET",
+}
+STOCK_PORT_GROUPS: dict[str, str] = {
+    "HTTP_PORTS": "80",
+    "SHELLCODE_PORTS": "!80",
+    "ORACLE_PORTS": "1521",
+    "SSH_PORTS": "22",
+    "DNP3_PORTS": "20000",
+    "MODBUS_PORTS": "502",
+    "FILE_DATA_PORTS": "[$HTTP_PORTS,110,143]",
+    "FTP_PORTS": "21",
+    "GENEVE_PORTS": "6081",
+    "VXLAN_PORTS": "4789",
+    "TEREDO_PORTS": "3544",
+}
+
+_VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*(b|kb|mb|gb)?$", re.IGNORECASE)
+
+Size = Annotated[str, Field(pattern=_SIZE.pattern)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleVars(_Model):
+    """Suricata's address and port groups; unset names keep their stock values."""
+
+    address_groups: dict[str, str] = Field(default_factory=lambda: dict(STOCK_ADDRESS_GROUPS))
+    port_groups: dict[str, str] = Field(default_factory=lambda: dict(STOCK_PORT_GROUPS))
+
+    @field_validator("address_groups", "port_groups", mode="before")
+    @classmethod
+    def _merge_with_stock(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        stock = STOCK_ADDRESS_GROUPS if info.field_name == "address_groups" else STOCK_PORT_GROUPS
+        merged = dict(stock)
+        merged.update({str(k): str(v) for k, v in value.items()})
+        for name in merged:
+            if not _VAR_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid rule variable name (A-Z, 0-9, _)")
+        return merged
+
+
+class VmIdentity(_Model):
+    """A guest known to the appliance: from the config file now, from OVSDB when attached."""
+
+    name: str
+    uuid: str | None = None
+    iface_id: str | None = None
+    host: str | None = None
+    macs: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("macs", mode="before")
+    @classmethod
+    def _macs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        out = []
+        for mac in value or ():
+            norm = str(mac).strip().lower().replace("-", ":")
+            if not _MAC.match(norm):
+                raise ValueError(f"{mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+            out.append(norm)
+        return tuple(out)
+
+    @field_validator("ips", mode="before")
+    @classmethod
+    def _ips(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        out = []
+        for ip in value or ():
+            try:
+                out.append(str(ipaddress.ip_address(str(ip).strip())))
+            except ValueError as exc:
+                raise ValueError(f"{ip!r} is not an IP address") from exc
+        return tuple(out)
+
+
+class EveSettings(_Model):
+    """What Suricata logs to its EVE stream."""
+
+    community_id: bool = True
+    ethernet: bool = True
+    alert_payload: bool = False
+    alert_metadata: bool = True
+    http_extended: bool = True
+    tls_extended: bool = True
+    dhcp_extended: bool = True
+    flow: bool = True
+    netflow: bool = False
+    anomaly_decoder: bool = True
+    anomaly_applayer: bool = True
+    anomaly_stream: bool = False
+    files_force_magic: bool = False
+
+
+class TunnelSettings(_Model):
+    """Decoding of encapsulations that carry mirrored or overlay traffic."""
+
+    vxlan: bool = True
+    vxlan_ports: str = "$VXLAN_PORTS"
+    geneve: bool = True
+    geneve_ports: str = "$GENEVE_PORTS"
+    teredo: bool = True
+    teredo_ports: str = "$TEREDO_PORTS"
+
+
+class EngineSettings(_Model):
+    """How Suricata is found and run."""
+
+    suricata: str = "suricata"
+    suricata_update: str = "suricata-update"
+    classification_file: Path = Path("/etc/suricata/classification.config")
+    reference_config_file: Path = Path("/etc/suricata/reference.config")
+    threshold_file: Path | None = None
+    mpm_algo: Literal["auto", "hs", "ac", "ac-ks", "ac-bs"] = "auto"
+    spm_algo: Literal["auto", "hs", "bm"] = "auto"
+    detect_profile: Literal["low", "medium", "high", "custom"] = "medium"
+    threads: int | None = Field(default=None, ge=1, le=256)
+    checksum_checks: Literal["auto", "yes", "no"] = "auto"
+    stream_memcap: Size = "64mb"
+    reassembly_memcap: Size = "256mb"
+    reassembly_depth: Size = "1mb"
+    flow_memcap: Size = "128mb"
+    defrag_memcap: Size = "32mb"
+    host_memcap: Size = "32mb"
+    http_request_body_limit: Size = "100kb"
+    http_response_body_limit: Size = "100kb"
+    stats_interval: int = Field(default=8, ge=1, le=3600)
+    startup_timeout: float = Field(default=300.0, gt=0)
+    socket_timeout: float = Field(default=30.0, gt=0)
+    app_layer: dict[str, bool | Literal["detection-only"]] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    """Everything Lateral is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LATERAL_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    sensor: str = Field(default_factory=socket.gethostname)
+    host: str | None = None
+    state_dir: Path = Path("/var/lib/lateral")
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    vars: RuleVars = Field(default_factory=RuleVars)
+    eve: EveSettings = Field(default_factory=EveSettings)
+    tunnels: TunnelSettings = Field(default_factory=TunnelSettings)
+    inventory: tuple[VmIdentity, ...] = ()
+    rule_files: tuple[Path, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file; init_settings carries the file's contents.
+        return (env_settings, init_settings)
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load the settings from ``path`` (YAML) and the environment; ``overrides`` win over both."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+        data = loaded
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from None
+
+
+def default_state_dir() -> Path:
+    """Where Lateral keeps state when none is configured: system-wide as root, per user otherwise."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/lateral")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lateral"

@@ -1,0 +1,85 @@
+"""Enrichment: which VM is behind each end of a record.
+
+Sans-I/O: an :class:`Inventory` is built from :class:`~appliance.config.VmIdentity` entries
+(the config file now; OVSDB's ``Interface.external_ids`` when attached to a switch) and answers
+lookups by IP address and by MAC address. The identity of an end is decided by its IP address
+first (what the guest says it is) and by its MAC address second (what the switch port is), so a
+routed flow whose MAC is the gateway's is still attributed to the right VM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .config import VmIdentity
+
+__all__ = ["Inventory", "vm_fields"]
+
+
+def vm_fields(vm: VmIdentity) -> dict[str, Any]:
+    """The VM identity as it appears in records (``lateral.src_vm`` / ``lateral.dest_vm``)."""
+    out: dict[str, Any] = {"name": vm.name}
+    if vm.uuid:
+        out["uuid"] = vm.uuid
+    if vm.iface_id:
+        out["iface_id"] = vm.iface_id
+    if vm.host:
+        out["host"] = vm.host
+    if vm.labels:
+        out["labels"] = dict(vm.labels)
+    return out
+
+
+class Inventory:
+    """VM identities indexed by IP and MAC; replaced wholesale when the inventory refreshes."""
+
+    __slots__ = ("_by_ip", "_by_mac", "_vms")
+
+    def __init__(self, vms: Iterable[VmIdentity] = ()) -> None:
+        self._vms: tuple[VmIdentity, ...] = tuple(vms)
+        self._by_ip: dict[str, dict[str, Any]] = {}
+        self._by_mac: dict[str, dict[str, Any]] = {}
+        for vm in self._vms:
+            fields = vm_fields(vm)
+            for ip in vm.ips:
+                self._by_ip[ip] = fields
+            for mac in vm.macs:
+                self._by_mac[mac] = fields
+
+    def __len__(self) -> int:
+        return len(self._vms)
+
+    @property
+    def vms(self) -> tuple[VmIdentity, ...]:
+        return self._vms
+
+    def by_ip(self, ip: str) -> Mapping[str, Any] | None:
+        return self._by_ip.get(ip)
+
+    def by_mac(self, mac: str) -> Mapping[str, Any] | None:
+        return self._by_mac.get(mac)
+
+    def ends(self, rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The VM identity of the source and destination of an EVE record, where known."""
+        by_ip = self._by_ip
+        src = by_ip.get(rec.get("src_ip"))  # type: ignore[arg-type]
+        dest = by_ip.get(rec.get("dest_ip"))  # type: ignore[arg-type]
+        if (src is None or dest is None) and self._by_mac:
+            ether = rec.get("ether")
+            if isinstance(ether, dict):
+                if src is None:
+                    src = self._mac_lookup(ether.get("src_mac") or ether.get("src_macs"))
+                if dest is None:
+                    dest = self._mac_lookup(ether.get("dest_mac") or ether.get("dest_macs"))
+        return src, dest
+
+    def _mac_lookup(self, value: Any) -> dict[str, Any] | None:
+        if isinstance(value, str):
+            return self._by_mac.get(value)
+        if isinstance(value, list):
+            for mac in value:
+                found = self._by_mac.get(mac) if isinstance(mac, str) else None
+                if found is not None:
+                    return found
+        return None

@@ -1,0 +1,45 @@
+"""Stable ids for records and findings.
+
+Every record Lateral emits carries ``lateral.id``: the same record processed twice (a retry, a
+restart that re-reads from the durable offset, a shipping retry) gets the same id, so a document
+store keyed by it never holds a duplicate.
+
+Findings (``alert`` and ``policy`` records) get an id from what makes them the same finding: the
+sensor, the time, the flow's 5-tuple and the rule that fired, leaving out what Suricata draws
+at random per run (``flow_id``). Replaying the same capture again therefore yields the same
+finding ids. Every other record's id is a hash of the sensor and the record's own bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from hashlib import blake2b
+from typing import Any
+
+__all__ = ["FINDING_TYPES", "finding_id", "record_id"]
+
+FINDING_TYPES = frozenset({"alert", "policy"})
+
+_FINDING_KEYS = ("timestamp", "src_ip", "src_port", "dest_ip", "dest_port", "proto",
+                 "tx_id", "pcap_cnt", "in_iface", "vlan")
+
+
+def record_id(sensor: bytes, raw: bytes) -> str:
+    """The id of a non-finding record: a digest of the sensor name and the record's bytes."""
+    h = blake2b(raw, digest_size=16, key=sensor[:64])
+    return h.hexdigest()
+
+
+def finding_id(sensor: bytes, rec: Mapping[str, Any]) -> str:
+    """The id of a finding, stable across runs over the same traffic."""
+    parts = [str(rec.get("event_type"))]
+    for key in _FINDING_KEYS:
+        parts.append(str(rec.get(key, "")))
+    alert = rec.get("alert")
+    if isinstance(alert, Mapping):
+        parts.append(f"{alert.get('gid', 1)}:{alert.get('signature_id')}:{alert.get('rev')}")
+    policy = rec.get("policy")
+    if isinstance(policy, Mapping):
+        parts.append(f"{policy.get('check')}:{policy.get('rule_id')}:{policy.get('key', '')}")
+    h = blake2b("\x1f".join(parts).encode(), digest_size=16, key=sensor[:64])
+    return h.hexdigest()

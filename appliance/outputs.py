@@ -1,0 +1,113 @@
+"""Outputs: where processed records go.
+
+A sink has one method that matters, ``write(lines)``; the EVE file sink is the embedded default.
+For exactly-once output across crashes the file sink reports its durable ``state()`` (inode and
+size after an fsync), which the ingest loop stores in the same checkpoint as the reader's
+position; on restart ``recover(state)`` cuts off whatever was written after that checkpoint, so
+the records that follow are written once, not twice.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import SinkError
+
+__all__ = ["EveFileSink", "Sink"]
+
+
+class Sink(Protocol):
+    """A destination for processed records (JSON lines without their newline)."""
+
+    def write(self, lines: Sequence[bytes]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EveFileSink:
+    """Appends EVE JSON lines to a local file."""
+
+    def __init__(self, path: Path, *, buffer_size: int = 1 << 20) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as exc:
+            raise SinkError(f"cannot open EVE output {path}: {exc.strerror}") from None
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._buffer_size = buffer_size
+        self.lines_written = 0
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        if not lines:
+            return
+        self._buf.append(b"\n".join(lines) + b"\n")
+        self._buffered += len(self._buf[-1])
+        self.lines_written += len(lines)
+        if self._buffered >= self._buffer_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        data = b"".join(self._buf)
+        self._buf.clear()
+        self._buffered = 0
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            # Keep what was not written, so a retry after space is freed loses nothing.
+            self._buf.append(bytes(view))
+            self._buffered = len(view)
+            if exc.errno == errno.ENOSPC:
+                raise SinkError(f"disk full writing {self.path}",
+                                hint="free space; records are kept in memory until then") from None
+            raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
+
+    def sync(self) -> None:
+        """Flush and make what was written durable."""
+        self.flush()
+        os.fsync(self._fd)
+
+    def state(self) -> dict[str, Any]:
+        """The durable state to checkpoint (call after :meth:`sync`)."""
+        st = os.fstat(self._fd)
+        return {"path": str(self.path), "dev": st.st_dev, "inode": st.st_ino, "size": st.st_size}
+
+    def recover(self, state: Mapping[str, Any] | None) -> int:
+        """Cut records written after the checkpointed ``state``; return the bytes removed."""
+        if not state:
+            return 0
+        st = os.fstat(self._fd)
+        if st.st_ino != state.get("inode") or st.st_dev != state.get("dev"):
+            return 0  # a different (rotated) file: nothing of it was written after the checkpoint
+        size = int(state.get("size", 0))
+        if st.st_size > size:
+            os.ftruncate(self._fd, size)
+            return st.st_size - size
+        return 0
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> EveFileSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
