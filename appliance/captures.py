@@ -39,7 +39,7 @@ def _describe(head: bytes) -> str:
     for magic, name in _COMPRESSED.items():
         if head.startswith(magic):
             return f"a {name}-compressed file (decompress it first)"
-    if head[:1] in (b"{", b"[") or head.isascii() and head.strip().isprintable():
+    if head[:1] in (b"{", b"[") or head.isascii() and head.decode("ascii").strip().isprintable():
         return "a text file"
     return f"unknown data (first bytes {head[:8].hex(' ')})"
 
@@ -73,6 +73,5 @@ def check_capture(path: Path) -> CaptureInfo:
         raise CaptureFileError(f"{path}: not a pcap or pcapng capture: it is {_describe(head)}")
     if len(head) < 24:
         raise CaptureFileError(f"{path}: pcap file truncated inside its 24-byte header")
-    order = "little" if fmt[1] == "little" else "big"
-    linktype = int.from_bytes(head[20:24], order) & 0x0FFFFFFF
+    linktype = int.from_bytes(head[20:24], "little" if fmt[1] == "little" else "big")
     return CaptureInfo(path, "pcap", st.st_size, linktype)

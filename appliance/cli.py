@@ -85,9 +85,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                         skip_invalid_rules=args.skip_invalid_rules,
                         keep_workdir=args.keep_workdir)
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     for failure in result.rule_failures:
-        err.print(f"[yellow]warning: rule skipped:[/] {failure}", highlight=False)
+        err.print(f"[yellow]warning: rule skipped:[/] {failure}", highlight=False, soft_wrap=True)
     if args.summary_json:
         Path(args.summary_json).write_bytes(
             orjson.dumps(result.summary.as_dict(), option=orjson.OPT_INDENT_2))

@@ -33,7 +33,7 @@ __all__ = [
     "load_settings",
 ]
 
-# Suricata 7's stock suricata.yaml rule variables, so that rules behave as they do on a stock sensor.
+# Suricata 7's stock suricata.yaml rule variables: rules behave as on a stock sensor.
 STOCK_ADDRESS_GROUPS: dict[str, str] = {
     "HOME_NET": "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]",
     "EXTERNAL_NET": "!$HOME_NET",
@@ -258,7 +258,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 
 def default_state_dir() -> Path:
-    """Where Lateral keeps state when none is configured: system-wide as root, per user otherwise."""
+    """Where Lateral keeps state by default: system-wide as root, per user otherwise."""
     if os.geteuid() == 0:
         return Path("/var/lib/lateral")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")

@@ -54,6 +54,13 @@ class Inventory:
     def vms(self) -> tuple[VmIdentity, ...]:
         return self._vms
 
+    def identities(self) -> list[dict[str, Any]]:
+        """Every distinct identity mapping that :meth:`ends` can return."""
+        seen: dict[int, dict[str, Any]] = {}
+        for fields in (*self._by_ip.values(), *self._by_mac.values()):
+            seen[id(fields)] = fields
+        return list(seen.values())
+
     def by_ip(self, ip: str) -> Mapping[str, Any] | None:
         return self._by_ip.get(ip)
 

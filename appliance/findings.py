@@ -25,7 +25,10 @@ _FINDING_KEYS = ("timestamp", "src_ip", "src_port", "dest_ip", "dest_port", "pro
 
 
 def record_id(sensor: bytes, raw: bytes) -> str:
-    """The id of a non-finding record: a digest of the sensor name and the record's bytes."""
+    """The id of a non-finding record: a digest of the sensor name and the record's bytes.
+
+    (The pipeline computes the same digest from a pre-keyed hasher; this is the reference.)
+    """
     h = blake2b(raw, digest_size=16, key=sensor[:64])
     return h.hexdigest()
 

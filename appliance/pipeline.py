@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any, Protocol
 
 import orjson
 
 from .enrich import Inventory
-from .findings import finding_id, record_id
+from .findings import finding_id
 from .policy import PolicyCheck
 
 __all__ = ["Observer", "Pipeline", "PipelineCounters"]
@@ -38,7 +39,13 @@ _JSONError = orjson.JSONDecodeError
 class Observer(Protocol):
     """Something that watches enriched records go by (the replay summary, metrics)."""
 
-    def observe(self, event_type: str, rec: Mapping[str, Any], lat: Mapping[str, Any]) -> None:
+    def observe(
+        self,
+        event_type: str,
+        rec: Mapping[str, Any],
+        src_vm: Mapping[str, Any] | None,
+        dest_vm: Mapping[str, Any] | None,
+    ) -> None:
         ...
 
 
@@ -90,12 +97,34 @@ class Pipeline:
         counters: PipelineCounters | None = None,
     ) -> None:
         self.sensor = sensor
-        self._key = sensor.encode()
+        self._key = sensor.encode()[:64]
+        self._hasher = blake2b(digest_size=16, key=self._key)
+        # Every fast-path record ends with: ,"lateral":{"id":"…","sensor":"…"[,src_vm][,dest_vm]}
+        self._head = b',"lateral":{"sensor":' + _dumps(sensor) + b',"id":"'
         self.inventory = inventory or Inventory()
         self.checks = tuple(checks)
         self.observers = tuple(observers)
         self.stats_extra = stats_extra
         self.counters = counters or PipelineCounters()
+
+    @property
+    def inventory(self) -> Inventory:
+        return self._inventory
+
+    @inventory.setter
+    def inventory(self, inventory: Inventory) -> None:
+        """Swap the inventory (e.g. after an OVSDB refresh); takes effect on the next batch."""
+        self._inventory = inventory
+        # Each identity serialised once, keyed by the identity mapping's id(): the inventory
+        # owns those mappings, so the ids stay valid for as long as it is in use.
+        src: dict[int, bytes] = {id(None): b""}
+        dest: dict[int, bytes] = {id(None): b""}
+        for fields in inventory.identities():
+            body = _dumps(fields)
+            src[id(fields)] = b',"src_vm":' + body
+            dest[id(fields)] = b',"dest_vm":' + body
+        self._src_frag = src
+        self._dest_frag = dest
 
     def process(self, lines: Iterable[bytes]) -> list[bytes]:
         """Process a batch of raw EVE lines; return the output lines (without newlines)."""
@@ -103,9 +132,12 @@ class Pipeline:
         append = out.append
         counters = self.counters
         by_type = counters.by_type
-        sensor = self.sensor
         key = self._key
-        ends = self.inventory.ends
+        hasher = self._hasher
+        head = self._head
+        src_frag = self._src_frag
+        dest_frag = self._dest_frag
+        ends = self._inventory.ends
         checks = self.checks
         observers = self.observers
         n_in = 0
@@ -124,30 +156,47 @@ class Pipeline:
                 counters.parse_errors += 1
                 continue
             by_type[et] = by_type.get(et, 0) + 1
-            if et == "alert":
-                lat: dict[str, Any] = {"id": finding_id(key, rec), "sensor": sensor}
-            else:
-                lat = {"id": record_id(key, raw), "sensor": sensor}
             src, dest = ends(rec)
-            if src is not None:
-                lat["src_vm"] = src
-            if dest is not None:
-                lat["dest_vm"] = dest
-            if et == "stats":
-                lat["pipeline"] = self._stats_fields(n_in)
-            for obs in observers:
-                obs.observe(et, rec, lat)
-            if "lateral" in rec:  # already enriched once (re-ingesting Lateral's own output)
-                rec["lateral"] = lat
-                append(_dumps(rec))
+            if et == "alert":
+                rid = finding_id(key, rec)
             else:
-                append(_splice(raw, lat))
+                h = hasher.copy()
+                h.update(raw)
+                rid = h.hexdigest()
+            for obs in observers:
+                obs.observe(et, rec, src, dest)
+            if et == "stats" or "lateral" in rec or raw[-1] != 125:  # 125 == ord("}")
+                append(self._slow_line(raw, rec, rid, src, dest, n_in))
+            else:
+                append(b"".join((raw[:-1], head, rid.encode(), b'"', src_frag[id(src)],
+                                 dest_frag[id(dest)], b"}}")))
             if checks:
                 for finding in self._run_checks(rec, src, dest):
                     append(finding)
         counters.records_in += n_in
         counters.records_out += len(out)
         return out
+
+    def _slow_line(
+        self,
+        raw: bytes,
+        rec: dict[str, Any],
+        rid: str,
+        src: dict[str, Any] | None,
+        dest: dict[str, Any] | None,
+        pending_in_batch: int,
+    ) -> bytes:
+        lat: dict[str, Any] = {"id": rid, "sensor": self.sensor}
+        if src is not None:
+            lat["src_vm"] = src
+        if dest is not None:
+            lat["dest_vm"] = dest
+        if rec.get("event_type") == "stats":
+            lat["pipeline"] = self._stats_fields(pending_in_batch)
+        if "lateral" in rec:  # already enriched once (re-ingesting Lateral's own output)
+            rec["lateral"] = lat
+            return _dumps(rec)
+        return _splice(raw, lat)
 
     def _stats_fields(self, pending_in_batch: int) -> dict[str, Any]:
         fields = self.counters.as_dict()
@@ -199,7 +248,7 @@ class Pipeline:
         by_type = self.counters.by_type
         by_type["policy"] = by_type.get("policy", 0) + 1
         for obs in self.observers:
-            obs.observe("policy", doc, lat)
+            obs.observe("policy", doc, src, dest)
         return _dumps(doc)
 
 

@@ -113,9 +113,8 @@ class _EngineRun:
                 if msg is None:
                     continue
                 self.messages.append(msg)
-                level = logging.ERROR if msg.level == "error" else (
-                    logging.WARNING if msg.level == "warning" else logging.DEBUG)
-                engine_log.log(level, "%s: %s", msg.module, msg.text)
+                # Shown with --debug; what matters reaches the user as Lateral's own message.
+                engine_log.debug("%s %s: %s", msg.level, msg.module, msg.text)
 
     def position(self) -> int | None:
         """How far the engine has read into the capture (bytes), from /proc; None if unknown."""

@@ -24,9 +24,8 @@ class PairStats:
     alerts: int = 0
 
 
-def _end(rec: Mapping[str, Any], lat: Mapping[str, Any], side: str) -> str:
-    vm = lat.get(f"{side}_vm")
-    if isinstance(vm, Mapping):
+def _end(rec: Mapping[str, Any], vm: Mapping[str, Any] | None, side: str) -> str:
+    if vm is not None:
         return str(vm.get("name"))
     return str(rec.get(f"{side}_ip", "?"))
 
@@ -42,12 +41,18 @@ class Summary:
     flows: int = 0
     records: int = 0
 
-    def observe(self, event_type: str, rec: Mapping[str, Any], lat: Mapping[str, Any]) -> None:
+    def observe(
+        self,
+        event_type: str,
+        rec: Mapping[str, Any],
+        src_vm: Mapping[str, Any] | None,
+        dest_vm: Mapping[str, Any] | None,
+    ) -> None:
         self.records += 1
         if event_type == "flow":
             self.flows += 1
             flow = rec.get("flow") or {}
-            stats = self._pair(rec, lat)
+            stats = self._pair(rec, src_vm, dest_vm)
             stats.flows += 1
             stats.packets += int(flow.get("pkts_toserver", 0)) + int(flow.get("pkts_toclient", 0))
             stats.bytes += int(flow.get("bytes_toserver", 0)) + int(flow.get("bytes_toclient", 0))
@@ -56,7 +61,7 @@ class Summary:
             key = (int(alert.get("signature_id", 0)), str(alert.get("signature", "")),
                    int(alert.get("severity", 3)))
             self.alerts[key] += 1
-            self._pair(rec, lat).alerts += 1
+            self._pair(rec, src_vm, dest_vm).alerts += 1
         elif event_type == "anomaly":
             anomaly = rec.get("anomaly") or {}
             self.anomalies[f"{anomaly.get('type', '?')}: {anomaly.get('event', '?')}"] += 1
@@ -64,8 +69,13 @@ class Summary:
             policy = rec.get("policy") or {}
             self.policy[str(policy.get("check", "?"))] += 1
 
-    def _pair(self, rec: Mapping[str, Any], lat: Mapping[str, Any]) -> PairStats:
-        key = (_end(rec, lat, "src"), _end(rec, lat, "dest"))
+    def _pair(
+        self,
+        rec: Mapping[str, Any],
+        src_vm: Mapping[str, Any] | None,
+        dest_vm: Mapping[str, Any] | None,
+    ) -> PairStats:
+        key = (_end(rec, src_vm, "src"), _end(rec, dest_vm, "dest"))
         stats = self.pairs.get(key)
         if stats is None:
             stats = self.pairs[key] = PairStats()

@@ -35,7 +35,9 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def validate(settings: Settings, rule_files: list[Path], *, timeout: float = 600.0) -> ValidationReport:
+def validate(
+    settings: Settings, rule_files: list[Path], *, timeout: float = 600.0
+) -> ValidationReport:
     """Render the configuration for ``rule_files`` and run ``suricata -T`` on it."""
     binary = shutil.which(settings.engine.suricata)
     if binary is None:

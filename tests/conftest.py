@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests that run the real Suricata are marked ``suricata``; they run in CI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def suricata_bin() -> str:
+    path = shutil.which("suricata")
+    if path is None:  # CI installs it (scripts/setup); a missing engine is a failure, not a skip
+        pytest.fail("suricata is not installed: run scripts/setup")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundled_rules() -> Path:
+    return REPO / "rules" / "bundled" / "lateral-demo.rules"
