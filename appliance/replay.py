@@ -193,6 +193,7 @@ def replay(
     rule_paths = list(rules) or list(settings.rule_files) or [bundled_rules()]
     rule_files = resolve_rule_files(rule_paths)
     binary = _suricata_binary(settings)
+    _check_output(eve_out)
 
     own_workdir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="lateral-replay-")) if workdir is None else workdir
@@ -242,11 +243,27 @@ def replay(
     except OSError as exc:
         raise SinkError(f"cannot write {eve_out}: {exc.strerror}") from None
     finally:
-        tmp_out.unlink(missing_ok=True)
+        try:
+            tmp_out.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove %s: %s", tmp_out, exc.strerror)
         if own_workdir and not keep_workdir:
             shutil.rmtree(work, ignore_errors=True)
     result.wall_seconds = time.monotonic() - started
     return result
+
+
+def _check_output(eve_out: Path) -> None:
+    """Refuse an output path that cannot be written before spending any engine time."""
+    if eve_out.is_dir():
+        raise SinkError(f"cannot write {eve_out}: it is a directory",
+                        hint=f"give a file name, e.g. {eve_out / 'eve.json'}")
+    try:
+        eve_out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"cannot write {eve_out}: {exc.strerror} ({exc.filename})") from None
+    if not os.access(eve_out.parent, os.W_OK):
+        raise SinkError(f"cannot write {eve_out}: its directory is not writable")
 
 
 def _follow(
