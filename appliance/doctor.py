@@ -143,13 +143,18 @@ def _redacted(url: urllib.parse.SplitResult) -> str:
     return urllib.parse.urlunsplit((url.scheme, host, url.path, "", ""))
 
 
+def _es_failed(detail: str, fix: str) -> Check:
+    # Not required: the appliance spools findings to disk while Elasticsearch is away.
+    return Check("elasticsearch", False, detail, fix, required=False)
+
+
 def _elasticsearch_check(es_url: str | None) -> Check:
     if not es_url:
         return Check("elasticsearch", True, "not configured (embedded default: local EVE output)")
     url = urllib.parse.urlsplit(es_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         detail = f"{es_url!r} is not an http(s) URL"
-        return Check("elasticsearch", False, detail, "use a URL like http://127.0.0.1:9200")
+        return _es_failed(detail, "use a URL like http://127.0.0.1:9200")
     shown = _redacted(url)
     request = urllib.request.Request(shown, headers={"Accept": "application/json"})
     if url.username is not None:
@@ -164,16 +169,18 @@ def _elasticsearch_check(es_url: str | None) -> Check:
     except urllib.error.HTTPError as exc:
         exc.close()
         hint = "check the credentials in the URL" if exc.code in (401, 403) else fix
-        return Check("elasticsearch", False, f"{shown} answered HTTP {exc.code} {exc.reason}", hint)
+        return _es_failed(f"{shown} answered HTTP {exc.code} {exc.reason}", hint)
     except urllib.error.URLError as exc:
-        reason = exc.reason.strerror if isinstance(exc.reason, OSError) else exc.reason
-        return Check("elasticsearch", False, f"{shown} unreachable: {reason}", fix)
+        if isinstance(exc.reason, TimeoutError):
+            return _es_failed(f"{shown} did not answer within {ES_TIMEOUT:g}s", fix)
+        reason = getattr(exc.reason, "strerror", None) or exc.reason
+        return _es_failed(f"{shown} unreachable: {reason}", fix)
     except TimeoutError:
-        return Check("elasticsearch", False, f"{shown} did not answer within {ES_TIMEOUT:g}s", fix)
+        return _es_failed(f"{shown} did not answer within {ES_TIMEOUT:g}s", fix)
     except (OSError, ValueError) as exc:
-        return Check("elasticsearch", False, f"{shown}: not an Elasticsearch answer ({exc})", fix)
+        return _es_failed(f"{shown}: not an Elasticsearch answer ({exc})", fix)
     if not isinstance(body, dict) or "version" not in body:
-        return Check("elasticsearch", False, f"{shown} answered, but not as Elasticsearch", fix)
+        return _es_failed(f"{shown} answered, but not as Elasticsearch", fix)
     version_info = body["version"]
     version = version_info.get("number", "unknown") if isinstance(version_info, dict) else "unknown"
     cluster = body.get("cluster_name", "unknown")

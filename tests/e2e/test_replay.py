@@ -16,8 +16,8 @@ from lab.scenarios import write_pcap
 from .helpers import (
     REPO,
     alert_keys,
-    counting_sids,
     count,
+    counting_sids,
     lateral_ok,
     read_eve,
     run_lateral,
