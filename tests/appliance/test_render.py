@@ -29,7 +29,8 @@ def test_render_has_what_lateral_needs(tmp_path: Path, bundled_rules: Path) -> N
     assert parsed["decoder"]["vxlan"]["enabled"] is True
     assert parsed["decoder"]["geneve"]["enabled"] is True
     assert parsed["rule-files"] == [str(bundled_rules.resolve())]
-    assert parsed["vars"]["address-groups"]["HOME_NET"] == "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]"
+    home_net = parsed["vars"]["address-groups"]["HOME_NET"]
+    assert home_net == "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]"
 
 
 @pytest.mark.suricata
@@ -46,7 +47,8 @@ def test_custom_settings_pass_suricata_T(tmp_path: Path, suricata_bin: str,
     cfg = tmp_path / "l.yaml"
     cfg.write_text(
         "vars:\n  address_groups:\n    HOME_NET: '[10.0.0.0/8]'\n    EXTERNAL_NET: any\n"
-        "engine:\n  stream_memcap: 128mb\n  mpm_algo: hs\n  app_layer: {modbus: true, smtp: false}\n"
+        "engine:\n  stream_memcap: 128mb\n  mpm_algo: hs\n"
+        "  app_layer: {modbus: true, smtp: false}\n"
         "eve:\n  alert_payload: true\n  netflow: true\n"
     )
     report = validate(load_settings(cfg), [bundled_rules])
