@@ -43,7 +43,7 @@ def ingest(
     state_dir.mkdir(parents=True, exist_ok=True)
     store = CheckpointStore(state_dir / "checkpoint.json")
     saved = store.load()
-    counters = PipelineCounters.from_dict(saved.counters) if saved else PipelineCounters()
+    counters = PipelineCounters.from_flat(saved.counters) if saved else PipelineCounters()
     sink = EveFileSink(output_path)
     reader: EveReader | None = None
     try:
@@ -63,7 +63,7 @@ def ingest(
         def commit() -> None:
             sink.sync()
             store.save(Checkpoint(input=rd.position, output={"eve": sink.state()},
-                                  counters=counters.as_dict()))
+                                  counters=counters.flat()))
 
         last_commit = time.monotonic()
         last_data = last_commit

@@ -70,6 +70,18 @@ class PipelineCounters:
             "by_type": dict(self.by_type),
         }
 
+    def flat(self) -> dict[str, int]:
+        """The counters as a flat name → int mapping (``by_type.alert`` …), for checkpoints."""
+        out = {k: v for k, v in self.as_dict().items() if isinstance(v, int)}
+        out.update({f"by_type.{k}": v for k, v in self.by_type.items()})
+        return out
+
+    @classmethod
+    def from_flat(cls, data: Mapping[str, int]) -> PipelineCounters:
+        nested: dict[str, Any] = {k: v for k, v in data.items() if not k.startswith("by_type.")}
+        nested["by_type"] = {k[8:]: v for k, v in data.items() if k.startswith("by_type.")}
+        return cls.from_dict(nested)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PipelineCounters:
         by_type = data.get("by_type") or {}

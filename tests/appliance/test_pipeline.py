@@ -160,3 +160,12 @@ def test_summary_counts_by_vm_pair() -> None:
     assert (pair.flows, pair.packets, pair.bytes, pair.alerts) == (2, 10, 1000, 1)
     assert summary.pairs[("192.0.2.1", "db01")].flows == 1
     assert summary.alert_count == 1
+
+
+def test_counters_survive_a_flat_round_trip() -> None:
+    p = _pipeline()
+    p.process([_alert(), _flow("10.0.0.10", "10.0.0.20"), b"junk"])
+    flat = p.counters.flat()
+    assert all(isinstance(v, int) for v in flat.values())
+    again = type(p.counters).from_flat(flat)
+    assert again == p.counters
