@@ -14,6 +14,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,13 +100,16 @@ def _suricata_checks(binary: str) -> list[Check]:
 
 def _suricata_update_check(binary: str) -> Check:
     fix = f"`apt-get install suricata-update` or `{sys.executable} -m pip install suricata-update`"
-    path = shutil.which(binary)
+    # Lateral's own (pinned, in its virtualenv) first, then whatever PATH has.
+    beside = None if "/" in binary else shutil.which(binary, path=str(Path(sys.executable).parent))
+    path = beside or shutil.which(binary)
     if path is None:
         return Check("suricata-update", False, f"{binary!r} not found", fix)
     status, out = _run([path, "--version"])
     if status != 0:
         return Check("suricata-update", False, f"{path} failed (status {status}): {out}", fix)
-    version = out.splitlines()[-1].split()[-1] if out else "unknown version"
+    match = re.search(r"version\s+(\S+)", out)
+    version = match.group(1) if match else (out.splitlines()[-1] if out else "unknown version")
     return Check("suricata-update", True, f"{version} at {path}")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .captures import CaptureInfo, check_capture
 from .config import Settings
+from .engine.info import suricata_info
 from .enginelog import EngineMessage, RuleFailure, parse_line, rule_failures
 from .enrich import Inventory
 from .errors import EngineError, LateralError, RuleError, SinkError
@@ -80,13 +81,8 @@ def resolve_rule_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def _suricata_binary(settings: Settings) -> str:
-    binary = shutil.which(settings.engine.suricata)
-    if binary is None:
-        raise EngineError(
-            f"Suricata not found ({settings.engine.suricata!r} is not an executable on PATH)",
-            hint="apt-get install -t bookworm-backports suricata (or run `lateral doctor`)",
-        )
-    return binary
+    """The Suricata binary to run: found, and version 7 or newer (else a clear EngineError)."""
+    return str(suricata_info(settings.engine.suricata).path)
 
 
 class _EngineRun:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import time
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings
+from .engine.info import suricata_info
 from .enginelog import EngineMessage, RuleFailure, parse_line, rule_failures
 from .errors import EngineError
 from .render import RenderTarget, write_config
@@ -39,10 +39,7 @@ def validate(
     settings: Settings, rule_files: list[Path], *, timeout: float = 600.0
 ) -> ValidationReport:
     """Render the configuration for ``rule_files`` and run ``suricata -T`` on it."""
-    binary = shutil.which(settings.engine.suricata)
-    if binary is None:
-        raise EngineError(f"Suricata not found ({settings.engine.suricata!r})",
-                          hint="apt-get install -t bookworm-backports suricata")
+    binary = str(suricata_info(settings.engine.suricata).path)
     with tempfile.TemporaryDirectory(prefix="lateral-validate-") as tmp:
         work = Path(tmp)
         cfg = write_config(settings, RenderTarget(log_dir=work, rule_files=rule_files),
