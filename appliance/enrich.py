@@ -69,16 +69,20 @@ class Inventory:
 
     def ends(self, rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The VM identity of the source and destination of an EVE record, where known."""
+        return self.resolve(rec.get("src_ip"), rec.get("dest_ip"), rec.get("ether"))
+
+    def resolve(
+        self, src_ip: Any, dest_ip: Any, ether: Any
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The identities behind two addresses, with the ``ether`` object as the fallback."""
         by_ip = self._by_ip
-        src = by_ip.get(rec.get("src_ip"))  # type: ignore[arg-type]
-        dest = by_ip.get(rec.get("dest_ip"))  # type: ignore[arg-type]
-        if (src is None or dest is None) and self._by_mac:
-            ether = rec.get("ether")
-            if isinstance(ether, dict):
-                if src is None:
-                    src = self._mac_lookup(ether.get("src_mac") or ether.get("src_macs"))
-                if dest is None:
-                    dest = self._mac_lookup(ether.get("dest_mac") or ether.get("dest_macs"))
+        src = by_ip.get(src_ip) if type(src_ip) is str else None
+        dest = by_ip.get(dest_ip) if type(dest_ip) is str else None
+        if (src is None or dest is None) and self._by_mac and type(ether) is dict:
+            if src is None:
+                src = self._mac_lookup(ether.get("src_mac") or ether.get("src_macs"))
+            if dest is None:
+                dest = self._mac_lookup(ether.get("dest_mac") or ether.get("dest_macs"))
         return src, dest
 
     def _mac_lookup(self, value: Any) -> dict[str, Any] | None:

@@ -37,7 +37,8 @@ def finding_id(sensor: bytes, rec: Mapping[str, Any]) -> str:
     """The id of a finding, stable across runs over the same traffic."""
     parts = [str(rec.get("event_type"))]
     for key in _FINDING_KEYS:
-        parts.append(str(rec.get(key, "")))
+        value = rec.get(key)
+        parts.append("" if value is None else str(value))
     alert = rec.get("alert")
     if isinstance(alert, Mapping):
         parts.append(f"{alert.get('gid', 1)}:{alert.get('signature_id')}:{alert.get('rev')}")

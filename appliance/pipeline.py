@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 from .enrich import Inventory
@@ -36,8 +37,37 @@ _dumps = orjson.dumps
 _JSONError = orjson.JSONDecodeError
 
 
+class _Head(msgspec.Struct, gc=False):
+    """The few fields the hot path needs; msgspec skips the rest of the record unparsed."""
+
+    event_type: Any = None
+    timestamp: Any = None
+    src_ip: Any = None
+    src_port: Any = None
+    dest_ip: Any = None
+    dest_port: Any = None
+    proto: Any = None
+    tx_id: Any = None
+    pcap_cnt: Any = None
+    in_iface: Any = None
+    vlan: Any = None
+    ether: Any = None
+    alert: Any = None
+    lateral: Any = None
+
+
+_decode_head = msgspec.json.Decoder(_Head).decode
+_DecodeError = msgspec.DecodeError  # ValidationError (not an object) is a subclass
+_FULL_TYPES = frozenset({"stats"})  # records that get fields beyond the fast path's
+
+
 class Observer(Protocol):
-    """Something that watches enriched records go by (the replay summary, metrics)."""
+    """Something that watches enriched records go by (the replay summary, metrics).
+
+    ``event_types`` names the record types it wants; only those are parsed in full for it.
+    """
+
+    event_types: frozenset[str]
 
     def observe(
         self,
@@ -116,6 +146,15 @@ class Pipeline:
         self.inventory = inventory or Inventory()
         self.checks = tuple(checks)
         self.observers = tuple(observers)
+        # Which event types need the full record, and who sees each type.
+        observers_for: dict[str, list[Observer]] = {}
+        for obs in self.observers:
+            for et in getattr(obs, "event_types", None) or ():
+                observers_for.setdefault(et, []).append(obs)
+        self._observers_for = {k: tuple(v) for k, v in observers_for.items()}
+        self._wants_full = _FULL_TYPES | frozenset(observers_for)
+        if self.checks:
+            self._wants_full = _AllTypes()
         self.stats_extra = stats_extra
         self.counters = counters or PipelineCounters()
 
@@ -139,7 +178,14 @@ class Pipeline:
         self._dest_frag = dest
 
     def process(self, lines: Iterable[bytes]) -> list[bytes]:
-        """Process a batch of raw EVE lines; return the output lines (without newlines)."""
+        """Process a batch of raw EVE lines; return the output lines (without newlines).
+
+        The fast path decodes only the fields it needs (:class:`_Head`) and appends the
+        ``lateral`` object to the record's own bytes. A record is parsed in full only when
+        something needs all of it: an observer or a check subscribed to its type, a ``stats``
+        record, non-ASCII bytes (so that invalid UTF-8 is refused, not passed on), or a record
+        that already carries a ``lateral`` object.
+        """
         out: list[bytes] = []
         append = out.append
         counters = self.counters
@@ -149,45 +195,68 @@ class Pipeline:
         head = self._head
         src_frag = self._src_frag
         dest_frag = self._dest_frag
-        ends = self._inventory.ends
-        checks = self.checks
-        observers = self.observers
+        resolve = self._inventory.resolve
+        wants_full = self._wants_full
         n_in = 0
         for raw in lines:
             n_in += 1
             try:
-                rec = _loads(raw)
-            except _JSONError:
+                rec = _decode_head(raw)
+            except _DecodeError:
                 counters.parse_errors += 1
                 continue
-            if type(rec) is not dict:
-                counters.parse_errors += 1
-                continue
-            et = rec.get("event_type")
+            et = rec.event_type
             if type(et) is not str:
                 counters.parse_errors += 1
                 continue
+            src, dest = resolve(rec.src_ip, rec.dest_ip, rec.ether)
+            if et in wants_full or rec.lateral is not None or raw[-1] != 125 or not raw.isascii():
+                line = self._full(raw, et, src, dest, n_in, out)  # 125 == ord("}")
+                if line is None:
+                    counters.parse_errors += 1
+                    continue
+                by_type[et] = by_type.get(et, 0) + 1
+                continue
             by_type[et] = by_type.get(et, 0) + 1
-            src, dest = ends(rec)
             if et == "alert":
-                rid = finding_id(key, rec)
+                rid = finding_id(key, _head_fields(rec))
             else:
                 h = hasher.copy()
                 h.update(raw)
                 rid = h.hexdigest()
-            for obs in observers:
-                obs.observe(et, rec, src, dest)
-            if et == "stats" or "lateral" in rec or raw[-1] != 125:  # 125 == ord("}")
-                append(self._slow_line(raw, rec, rid, src, dest, n_in))
-            else:
-                append(b"".join((raw[:-1], head, rid.encode(), b'"', src_frag[id(src)],
-                                 dest_frag[id(dest)], b"}}")))
-            if checks:
-                for finding in self._run_checks(rec, src, dest):
-                    append(finding)
+            append(b"".join((raw[:-1], head, rid.encode(), b'"', src_frag[id(src)],
+                             dest_frag[id(dest)], b"}}")))
         counters.records_in += n_in
         counters.records_out += len(out)
         return out
+
+    def _full(
+        self,
+        raw: bytes,
+        et: str,
+        src: dict[str, Any] | None,
+        dest: dict[str, Any] | None,
+        pending_in_batch: int,
+        out: list[bytes],
+    ) -> bytes | None:
+        """The slow path: parse the whole record, run observers and checks; None if invalid."""
+        try:
+            rec = _loads(raw)
+        except _JSONError:
+            return None
+        if et == "alert":
+            rid = finding_id(self._key, rec)
+        else:
+            h = self._hasher.copy()
+            h.update(raw)
+            rid = h.hexdigest()
+        for obs in self._observers_for.get(et, ()):
+            obs.observe(et, rec, src, dest)
+        line = self._slow_line(raw, rec, rid, src, dest, pending_in_batch)
+        out.append(line)
+        if self.checks:
+            out.extend(self._run_checks(rec, src, dest))
+        return line
 
     def _slow_line(
         self,
@@ -259,9 +328,24 @@ class Pipeline:
         self.counters.policy_findings += 1
         by_type = self.counters.by_type
         by_type["policy"] = by_type.get("policy", 0) + 1
-        for obs in self.observers:
+        for obs in self._observers_for.get("policy", ()):
             obs.observe("policy", doc, src, dest)
         return _dumps(doc)
+
+
+class _AllTypes(frozenset[str]):
+    """Every event type (policy checks see every record)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def _head_fields(rec: _Head) -> dict[str, Any]:
+    """The fields a finding id is made of, from the fast path's partial decode."""
+    return {"event_type": rec.event_type, "timestamp": rec.timestamp, "src_ip": rec.src_ip,
+            "src_port": rec.src_port, "dest_ip": rec.dest_ip, "dest_port": rec.dest_port,
+            "proto": rec.proto, "tx_id": rec.tx_id, "pcap_cnt": rec.pcap_cnt,
+            "in_iface": rec.in_iface, "vlan": rec.vlan, "alert": rec.alert}
 
 
 def _splice(raw: bytes, lat: dict[str, Any]) -> bytes:

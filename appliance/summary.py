@@ -39,7 +39,7 @@ class Summary:
     anomalies: Counter[str] = field(default_factory=Counter)
     policy: Counter[str] = field(default_factory=Counter)
     flows: int = 0
-    records: int = 0
+    event_types: frozenset[str] = frozenset({"flow", "alert", "anomaly", "policy"})
 
     def observe(
         self,
@@ -48,7 +48,6 @@ class Summary:
         src_vm: Mapping[str, Any] | None,
         dest_vm: Mapping[str, Any] | None,
     ) -> None:
-        self.records += 1
         if event_type == "flow":
             self.flows += 1
             flow = rec.get("flow") or {}
@@ -87,7 +86,6 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "records": self.records,
             "flows": self.flows,
             "alerts": [
                 {"signature_id": sid, "signature": msg, "severity": sev, "count": n}
@@ -112,8 +110,7 @@ class Summary:
             ("flows ", "bold"), str(self.flows), "   ",
             ("alerts ", "bold"), str(self.alert_count), "   ",
             ("anomalies ", "bold"), str(sum(self.anomalies.values())), "   ",
-            ("policy findings ", "bold"), str(sum(self.policy.values())), "   ",
-            ("records ", "bold"), str(self.records),
+            ("policy findings ", "bold"), str(sum(self.policy.values())),
         )
         parts.append(head)
         if self.alerts:

@@ -10,7 +10,7 @@ anomaly, dhcp, ssh, stats), then times, in the same invocation and on the same c
 - lateral:  EveReader → Pipeline (parse, VM identity from a 256-VM inventory, stable ids)
             → EveFileSink.
 
-Usage: python bench/pipeline.py [--records 1000000] [--dir /tmp] [--keep]
+Usage: python bench/pipeline.py [--records 1000000] [--rounds 2] [--dir /tmp] [--keep]
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lateral-bench-", dir=args.dir))
     src = work / "eve.json"
@@ -184,15 +185,20 @@ def main() -> None:
     size_mb = src.stat().st_size / 1e6
     print(f"generated {total:,} records ({size_mb:.0f} MB) in {time.perf_counter() - t0:.1f} s")
 
-    results = {}
-    for name, fn in (("baseline json", run_baseline), ("lateral", run_lateral)):
-        out = work / f"out-{name.split()[0]}.json"
-        out.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        n = fn(src, out)
-        dt = time.perf_counter() - t0
-        results[name] = n / dt
-        print(f"{name:>14}: {n:,} records in {dt:.2f} s = {n / dt:,.0f} records/s")
+    # Alternate the two, best of --rounds each: the machine is shared and noisy.
+    results: dict[str, float] = {}
+    for round_no in range(args.rounds):
+        for name, fn in (("baseline json", run_baseline), ("lateral", run_lateral)):
+            out = work / f"out-{name.split()[0]}.json"
+            out.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            n = fn(src, out)
+            dt = time.perf_counter() - t0
+            results[name] = max(results.get(name, 0.0), n / dt)
+            print(f"  round {round_no + 1}: {name:>14}: {n:,} records in {dt:.2f} s "
+                  f"= {n / dt:,.0f} records/s")
+    for name, rate in results.items():
+        print(f"best {name:>14}: {rate:,.0f} records/s")
     ratio = results["lateral"] / results["baseline json"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"ratio lateral/baseline: {ratio:.2f}x   (targets: >= 2x and >= 100,000 records/s; "

@@ -169,3 +169,22 @@ def test_counters_survive_a_flat_round_trip() -> None:
     assert all(isinstance(v, int) for v in flat.values())
     again = type(p.counters).from_flat(flat)
     assert again == p.counters
+
+
+def test_invalid_utf8_is_refused_and_unicode_kept() -> None:
+    p = _pipeline()
+    good = '{"event_type":"dns","src_ip":"10.0.0.10","dns":{"rrname":"café.lab"}}'.encode()
+    bad = b'{"event_type":"dns","src_ip":"10.0.0.10","dns":{"rrname":"caf\xe9"}}'
+    out = p.process([good, bad])
+    assert len(out) == 1 and p.counters.parse_errors == 1
+    rec = orjson.loads(out[0])
+    assert rec["dns"]["rrname"] == "café.lab"
+    assert rec["lateral"]["src_vm"]["name"] == "web01"
+
+
+def test_fast_and_full_paths_agree() -> None:
+    """An observer forces the full parse for its types; the output must not change."""
+    raws = [_alert(), _flow("10.0.0.10", "10.0.0.20"), _flow("10.9.9.9", "10.0.0.20")]
+    fast = _pipeline().process(raws)
+    full = _pipeline(observers=[Summary()]).process(raws)
+    assert [orjson.loads(x) for x in fast] == [orjson.loads(x) for x in full]
