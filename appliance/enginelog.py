@@ -1,6 +1,7 @@
 """Reading what Suricata says on its console.
 
-Suricata 7 prints one message a line, prefixed by a level letter and a module::
+Suricata 7 prints one message a line, prefixed by a level (a letter at the default log level,
+a word — ``Error:`` — when verbose or before its configuration is loaded) and a module::
 
     E: detect-parse: unknown rule keyword 'foo'.
     E: detect: error parsing signature "alert …" from file /x/local.rules at line 2
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 __all__ = ["EngineMessage", "RuleFailure", "parse_line", "rule_failures"]
 
-_LINE = re.compile(r"^(?P<level>[A-Za-z]):\s+(?P<module>[\w.-]+):\s+(?P<text>.*)$")
+_LINE = re.compile(r"^(?P<level>[A-Za-z]{1,7}):\s+(?P<module>[\w.-]+):\s+(?P<text>.*)$")
 _LOGFILE_LINE = re.compile(
     r"^\[\d+ - [^\]]+\]\s+\S+\s+\S+\s+(?P<level>\w+):\s+(?P<module>[\w.-]+):\s+(?P<text>.*)$"
 )
@@ -58,9 +59,9 @@ def parse_line(line: str) -> EngineMessage | None:
     """Parse one console (or suricata.log) line; None for lines that are not messages."""
     line = line.rstrip("\n")
     m = _LINE.match(line) or _LOGFILE_LINE.match(line)
-    if m is None:
+    if m is None or m["level"] not in _LEVELS:
         return None
-    level = _LEVELS.get(m["level"], m["level"].lower())
+    level = _LEVELS[m["level"]]
     return EngineMessage(level, m["module"], m["text"])
 
 

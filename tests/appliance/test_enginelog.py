@@ -29,3 +29,9 @@ def test_logfile_format_and_non_messages() -> None:
                      "processed. 1 rules successfully loaded, 3 rules failed, 0")
     assert msg is not None and msg.level == "info" and msg.module == "detect"
     assert parse_line("random noise") is None
+
+
+def test_verbose_level_words() -> None:
+    msg = parse_line("Error: conf-yaml-loader: Failed to parse configuration file at line 3: x")
+    assert msg is not None and (msg.level, msg.module) == ("error", "conf-yaml-loader")
+    assert parse_line("Note: something: not a Suricata level") is None
