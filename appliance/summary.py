@@ -89,7 +89,7 @@ class Summary:
             "flows": self.flows,
             "alerts": [
                 {"signature_id": sid, "signature": msg, "severity": sev, "count": n}
-                for (sid, msg, sev), n in self.alerts.most_common()
+                for (sid, msg, sev), n in self._top_alerts(None)
             ],
             "anomalies": dict(self.anomalies.most_common()),
             "policy": dict(self.policy.most_common()),
@@ -99,6 +99,10 @@ class Summary:
                 for (s, d), p in self._top_pairs(20)
             ],
         }
+
+    def _top_alerts(self, n: int | None) -> list[tuple[tuple[int, str, int], int]]:
+        ranked = sorted(self.alerts.items(), key=lambda kv: (-kv[1], kv[0][2], kv[0][0]))
+        return ranked if n is None else ranked[:n]
 
     def _top_pairs(self, n: int) -> list[tuple[tuple[str, str], PairStats]]:
         return sorted(self.pairs.items(), key=lambda kv: (-kv[1].bytes, -kv[1].flows))[:n]
@@ -119,7 +123,7 @@ class Summary:
             table.add_column("sid", justify="right")
             table.add_column("sev", justify="right")
             table.add_column("signature")
-            for (sid, msg, sev), n in self.alerts.most_common(top):
+            for (sid, msg, sev), n in self._top_alerts(top):
                 table.add_row(str(n), str(sid), str(sev), msg)
             if len(self.alerts) > top:
                 table.caption = f"… and {len(self.alerts) - top} more signatures"
