@@ -199,7 +199,7 @@ class Settings(BaseSettings):
 
     sensor: str = Field(default_factory=socket.gethostname)
     host: str | None = None
-    state_dir: Path = Path("/var/lib/lateral")
+    state_dir: Path = Field(default_factory=lambda: default_state_dir())
     engine: EngineSettings = Field(default_factory=EngineSettings)
     vars: RuleVars = Field(default_factory=RuleVars)
     eve: EveSettings = Field(default_factory=EveSettings)

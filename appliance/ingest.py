@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import Settings
 from .enrich import Inventory
+from .errors import ConfigError
 from .eve.checkpoint import Checkpoint, CheckpointStore
 from .eve.reader import EveReader
 from .outputs import EveFileSink
@@ -40,7 +41,15 @@ def ingest(
     stop: threading.Event | None = None,
 ) -> PipelineCounters:
     """Run ``input_path`` through the pipeline into ``output_path``; return the counters."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    if not follow and not input_path.exists():
+        raise ConfigError(f"{input_path}: no such EVE file",
+                          hint="use --follow to wait for it to appear")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the state directory {state_dir}: {exc.strerror}",
+                          hint="give a writable one with --state DIR or state_dir in the config"
+                          ) from None
     store = CheckpointStore(state_dir / "checkpoint.json")
     saved = store.load()
     counters = PipelineCounters.from_flat(saved.counters) if saved else PipelineCounters()
