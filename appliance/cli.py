@@ -72,7 +72,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             TextColumn("[bold]replay[/] {task.fields[name]}"), BarColumn(), DownloadColumn(),
             TimeRemainingColumn(), console=err, transient=True,
         ) as bar:
-            task = bar.add_task("replay", total=None, name="")
+            task = bar.add_task("replay", total=None, name="(Suricata loading rules)")
 
             def progress(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, name=name)
