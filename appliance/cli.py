@@ -29,6 +29,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from . import __version__
 from .config import Settings, load_settings
 from .errors import (
+    CaptureError,
     CaptureFileError,
     ConfigError,
     EngineError,
@@ -39,7 +40,8 @@ from .errors import (
 
 __all__ = ["main"]
 
-_EXIT = {ConfigError: 2, CaptureFileError: 2, RuleError: 2, EngineError: 3, SinkError: 4}
+_EXIT = {ConfigError: 2, CaptureFileError: 2, CaptureError: 2, RuleError: 2, EngineError: 3,
+         SinkError: 4}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -168,6 +170,20 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- run
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .live import run_live
+
+    settings = _settings(args)
+    logging.getLogger("lateral").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    counters = run_live(settings)
+    print(f"stopped: {counters.records_in} records in, {counters.records_out} out, "
+          f"{counters.parse_errors} unparseable", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------- lab
 
 
@@ -214,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--keep-workdir", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("run", help="the live appliance: Suricata on the capture NIC + pipeline")
+    p.add_argument("--config", metavar="FILE", required=True, help="Lateral's YAML configuration")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("doctor", help="check what is installed and usable, with fixes")
     config_arg(p)

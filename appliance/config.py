@@ -26,7 +26,9 @@ from .errors import ConfigError
 __all__ = [
     "STOCK_ADDRESS_GROUPS",
     "STOCK_PORT_GROUPS",
+    "CaptureSettings",
     "EngineSettings",
+    "OutputSettings",
     "EveSettings",
     "Settings",
     "VmIdentity",
@@ -190,6 +192,32 @@ class EngineSettings(_Model):
     app_layer: dict[str, bool | Literal["detection-only"]] = Field(default_factory=dict)
 
 
+class CaptureSettings(_Model):
+    """The live capture: Suricata's AF_PACKET on the capture NIC."""
+
+    interface: str | None = None
+    threads: int | Literal["auto"] = "auto"
+    cluster_id: int = Field(default=99, ge=0, le=65535)
+    cluster_type: Literal["cluster_flow", "cluster_qm", "cluster_cpu", "cluster_ebpf"] = (
+        "cluster_flow"
+    )
+    ring_size: int = Field(default=2048, ge=64)
+    block_size: int = Field(default=131072, ge=4096)  # >= a 64 KiB reassembled IP packet
+    bpf_filter: str | None = None
+    # Mirrored traffic often carries checksums the sender's NIC never filled in (TX offload).
+    checksum_checks: Literal["kernel", "yes", "no", "auto"] = "no"
+    mtu: int | None = Field(default=None, ge=68, le=65535)
+    promisc: bool = True
+    disable_offloads: bool = True
+
+
+class OutputSettings(_Model):
+    """Where findings go: the local EVE file is the embedded default."""
+
+    eve: Path | None = None  # default: <state_dir>/eve.json
+    stats_every: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything Lateral is configured with."""
 
@@ -206,6 +234,8 @@ class Settings(BaseSettings):
     tunnels: TunnelSettings = Field(default_factory=TunnelSettings)
     inventory: tuple[VmIdentity, ...] = ()
     rule_files: tuple[Path, ...] = ()
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ converted at the edge of the module that calls them.
     ├── EngineError        Suricata missing, failing to start, crashing, rejecting its config
     │   └── SocketError    Suricata's unix-socket command channel (timeouts, protocol, refusals)
     ├── CaptureFileError   a capture file that is missing, unreadable, corrupt or truncated
+    ├── CaptureError       a capture NIC that is missing or down, or capabilities that are lacking
     ├── RuleError          rule files that are missing or that Suricata rejects
     └── SinkError          an output that cannot accept records (disk full, unwritable path)
 """
@@ -17,6 +18,7 @@ converted at the edge of the module that calls them.
 from __future__ import annotations
 
 __all__ = [
+    "CaptureError",
     "CaptureFileError",
     "ConfigError",
     "EngineError",
@@ -55,6 +57,10 @@ class SocketError(EngineError):
 
 class CaptureFileError(LateralError):
     """A capture file is missing, unreadable, corrupt or truncated."""
+
+
+class CaptureError(LateralError):
+    """The capture NIC is missing or unusable, or Lateral lacks the capabilities to use it."""
 
 
 class RuleError(LateralError):

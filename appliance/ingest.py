@@ -39,6 +39,7 @@ def ingest(
     checkpoint_interval: float = 0.5,
     poll_interval: float = 0.05,
     stop: threading.Event | None = None,
+    counters_out: list[PipelineCounters] | None = None,
 ) -> PipelineCounters:
     """Run ``input_path`` through the pipeline into ``output_path``; return the counters."""
     if not follow and not input_path.exists():
@@ -53,6 +54,8 @@ def ingest(
     store = CheckpointStore(state_dir / "checkpoint.json")
     saved = store.load()
     counters = PipelineCounters.from_flat(saved.counters) if saved else PipelineCounters()
+    if counters_out is not None:  # the live appliance reads them while this runs
+        counters_out.append(counters)
     sink = EveFileSink(output_path)
     reader: EveReader | None = None
     try:

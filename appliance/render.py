@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from .config import EngineSettings, EveSettings, Settings, TunnelSettings
+from .config import CaptureSettings, EngineSettings, EveSettings, Settings, TunnelSettings
+from .errors import ConfigError
 
 __all__ = ["RenderTarget", "render_config", "to_yaml", "write_config"]
 
@@ -42,6 +43,7 @@ class RenderTarget:
     unix_socket: Path | None = None
     eve_filename: str = "eve.json"
     pid_file: Path | None = None
+    live: bool = False  # render the AF_PACKET capture on settings.capture.interface
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -166,6 +168,24 @@ def _flow_timeouts() -> dict[str, Any]:
     }
 
 
+def _af_packet(capture: CaptureSettings) -> list[dict[str, Any]]:
+    iface: dict[str, Any] = {
+        "interface": capture.interface,
+        "threads": capture.threads,
+        "cluster-id": capture.cluster_id,
+        "cluster-type": capture.cluster_type,
+        "defrag": "yes",
+        "use-mmap": "yes",
+        "tpacket-v3": "yes",
+        "ring-size": capture.ring_size,
+        "block-size": capture.block_size,
+        "checksum-checks": capture.checksum_checks,
+    }
+    if capture.bpf_filter:
+        iface["bpf-filter"] = capture.bpf_filter
+    return [iface, {"interface": "default"}]
+
+
 def render_config(settings: Settings, target: RenderTarget) -> dict[str, Any]:
     """Return the complete Suricata configuration for one run, as a plain mapping."""
     engine = settings.engine
@@ -229,6 +249,12 @@ def render_config(settings: Settings, target: RenderTarget) -> dict[str, Any]:
         cfg["unix-command"] = {"enabled": "yes", "filename": str(target.unix_socket)}
     if target.pid_file is not None:
         cfg["pid-file"] = str(target.pid_file)
+    if target.live:
+        if not settings.capture.interface:
+            raise ConfigError("capture.interface is not set: which NIC receives the mirror?",
+                              hint="set capture.interface in the config (e.g. ens5)")
+        cfg["af-packet"] = _af_packet(settings.capture)
+        cfg["runmode"] = "workers"
     cfg.update(target.extra)
     return cfg
 

@@ -36,13 +36,13 @@ class ValidationReport:
 
 
 def validate(
-    settings: Settings, rule_files: list[Path], *, timeout: float = 600.0
+    settings: Settings, rule_files: list[Path], *, timeout: float = 600.0, live: bool = False
 ) -> ValidationReport:
     """Render the configuration for ``rule_files`` and run ``suricata -T`` on it."""
     binary = str(suricata_info(settings.engine.suricata).path)
     with tempfile.TemporaryDirectory(prefix="lateral-validate-") as tmp:
         work = Path(tmp)
-        cfg = write_config(settings, RenderTarget(log_dir=work, rule_files=rule_files),
+        cfg = write_config(settings, RenderTarget(log_dir=work, rule_files=rule_files, live=live),
                            work / "suricata.yaml")
         t0 = time.monotonic()
         try:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from appliance.config import load_settings
+from appliance.errors import ConfigError
 from appliance.render import RenderTarget, render_config, to_yaml
 from appliance.validate import validate
 
@@ -79,3 +80,25 @@ def test_invalid_setting_shows_suricata_error(tmp_path: Path, suricata_bin: str,
     assert not report.ok
     assert report.errors, report
     assert "HOME_NET" in report.describe() or "10.0.0.0/33" in report.describe()
+
+
+@pytest.mark.suricata
+def test_live_af_packet_config_passes_suricata_T(tmp_path: Path, suricata_bin: str,
+                                                 bundled_rules: Path) -> None:
+    cfg = tmp_path / "l.yaml"
+    cfg.write_text("capture:\n  interface: ens5\n  threads: 2\n  cluster_type: cluster_qm\n"
+                   "  bpf_filter: not port 22\n")
+    settings = load_settings(cfg)
+    rendered = render_config(settings, RenderTarget(log_dir=tmp_path, live=True))
+    iface = rendered["af-packet"][0]
+    assert (iface["interface"], iface["threads"], iface["cluster-type"]) == ("ens5", 2,
+                                                                             "cluster_qm")
+    assert iface["tpacket-v3"] == "yes" and iface["bpf-filter"] == "not port 22"
+    assert rendered["runmode"] == "workers"
+    report = validate(settings, [bundled_rules], live=True)
+    assert report.ok, report.describe()
+
+
+def test_live_without_interface_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="capture.interface"):
+        render_config(load_settings(), RenderTarget(log_dir=tmp_path, live=True))

@@ -1,0 +1,205 @@
+"""``lateral run``: the live appliance.
+
+One process ties the pieces together:
+
+1. the capture NIC is prepared (``capture.nic``: up, promiscuous, offloads off);
+2. Suricata's configuration is rendered for AF_PACKET on that NIC (workers, TPACKET_V3, fan-out)
+   and validated by Suricata itself (``suricata -T``) before use;
+3. the :class:`~appliance.engine.supervisor.Supervisor` starts Suricata, waits until its command
+   socket answers, and restarts it with backoff if it crashes;
+4. the ingest loop follows Suricata's EVE file through the pipeline into the outputs, with the
+   durable checkpoint (a restart of Lateral neither loses nor repeats a record);
+5. every ``output.stats_every`` seconds a status line (packets, kernel drops, records, lag) is
+   logged; SIGHUP asks Suricata to reload its rules; SIGTERM/SIGINT stop it gracefully — the
+   engine first (it flushes its flows), then the pipeline drains what it wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from capture.nic import prepare_nic
+
+from .config import Settings
+from .engine.info import suricata_info
+from .engine.socket import SuricataSocket
+from .engine.supervisor import Supervisor
+from .errors import EngineError, LateralError, RuleError, SocketError
+from .ingest import ingest
+from .pipeline import PipelineCounters
+from .render import RenderTarget, write_config
+from .replay import bundled_rules, resolve_rule_files
+from .validate import validate
+
+__all__ = ["LivePaths", "run_live"]
+
+log = logging.getLogger("lateral.live")
+
+
+@dataclass(frozen=True, slots=True)
+class LivePaths:
+    """Where the live appliance keeps its files, all under the state directory."""
+
+    state: Path
+
+    @property
+    def run(self) -> Path:
+        return self.state / "run"
+
+    @property
+    def socket(self) -> Path:
+        return self.run / "suricata.sock"
+
+    @property
+    def engine_logs(self) -> Path:
+        return self.state / "suricata"
+
+    @property
+    def config(self) -> Path:
+        return self.run / "suricata.yaml"
+
+    @property
+    def ingest(self) -> Path:
+        return self.state / "ingest"
+
+
+def _counter(counters: dict[str, Any], *path: str) -> int:
+    node: Any = counters
+    for part in path:
+        if not isinstance(node, dict):
+            return 0
+        node = node.get(part)
+    return int(node) if isinstance(node, int) else 0
+
+
+def _status_line(sock: SuricataSocket, counters: PipelineCounters) -> str:
+    try:
+        engine = sock.dump_counters()
+        packets = _counter(engine, "capture", "kernel_packets")
+        drops = _counter(engine, "capture", "kernel_drops")
+        alerts = _counter(engine, "detect", "alert")
+        engine_part = f"packets {packets} kernel_drops {drops} alerts {alerts}"
+    except SocketError as exc:
+        engine_part = f"engine counters unavailable ({exc.message})"
+    return (f"{engine_part}; records in {counters.records_in} out {counters.records_out} "
+            f"unparseable {counters.parse_errors}")
+
+
+def run_live(settings: Settings, *, stop: threading.Event | None = None) -> PipelineCounters:
+    """Run the appliance until ``stop`` is set or a signal asks it to; return the counters."""
+    stop = stop or threading.Event()
+    paths = LivePaths(settings.state_dir)
+    for folder in (paths.run, paths.engine_logs, paths.ingest):
+        folder.mkdir(parents=True, exist_ok=True)
+    interface = settings.capture.interface
+    if not interface:
+        raise LateralError("capture.interface is not set: which NIC receives the mirror?",
+                           hint="set capture.interface in the config (e.g. ens5)")
+    nic = prepare_nic(interface, mtu=settings.capture.mtu, promisc=settings.capture.promisc,
+                      offloads=settings.capture.disable_offloads)
+    log.info("capture NIC %s: up=%s promisc=%s mtu=%d offloads turned off: %s", nic.name, nic.up,
+             nic.promisc, nic.mtu, ", ".join(nic.offloads_disabled) or "none")
+
+    rule_files = resolve_rule_files(list(settings.rule_files) or [bundled_rules()])
+    report = validate(settings, rule_files, live=True)
+    if not report.ok:
+        raise (RuleError if report.rule_failures else EngineError)(report.describe())
+    target = RenderTarget(log_dir=paths.engine_logs, rule_files=rule_files,
+                          unix_socket=paths.socket, live=True)
+    cfg = write_config(settings, target, paths.config)
+    binary = str(suricata_info(settings.engine.suricata).path)
+    argv = [binary, "-c", str(cfg), "-l", str(paths.engine_logs), f"--af-packet={interface}"]
+    supervisor = Supervisor(argv, socket_path=paths.socket,
+                            ready_timeout=settings.engine.startup_timeout)
+    eve_out = settings.output.eve or settings.state_dir / "eve.json"
+    counters_box: list[PipelineCounters] = []
+    ingest_stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def pipeline_thread() -> None:
+        try:
+            counters_box.append(ingest(settings, paths.engine_logs / "eve.json", eve_out,
+                                       state_dir=paths.ingest, follow=True, stop=ingest_stop,
+                                       counters_out=counters_box))
+        except BaseException as exc:  # reported by the main thread, which stops the appliance
+            failure.append(exc)
+            stop.set()
+
+    reload_requested = threading.Event()
+    previous = _install_signals(stop, reload_requested)
+    worker = threading.Thread(target=pipeline_thread, name="lateral-pipeline", daemon=True)
+    try:
+        supervisor.start()
+        log.info("Suricata running on %s (pid %s); EVE output %s", interface, supervisor.pid,
+                 eve_out)
+        worker.start()
+        def give_up(exc: EngineError) -> None:
+            failure.append(exc)
+            stop.set()
+
+        supervisor.start_monitor(on_give_up=give_up)
+        with SuricataSocket(paths.socket, timeout=settings.engine.socket_timeout) as sock:
+            next_status = time.monotonic() + settings.output.stats_every
+            while not stop.wait(0.2):
+                if reload_requested.is_set():
+                    reload_requested.clear()
+                    _reload(sock)
+                if time.monotonic() >= next_status and counters_box:
+                    log.info("%s", _status_line(sock, counters_box[0]))
+                    next_status = time.monotonic() + settings.output.stats_every
+    finally:
+        _restore_signals(previous)
+        supervisor.stop()
+        # Let the pipeline catch up with what the engine flushed on the way out, then stop it.
+        time.sleep(0.5)
+        ingest_stop.set()
+        if worker.is_alive():
+            worker.join(timeout=60)
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, LateralError):
+            raise exc
+        raise EngineError(f"the pipeline stopped: {type(exc).__name__}: {exc}")
+    return counters_box[-1] if counters_box else PipelineCounters()
+
+
+def _reload(sock: SuricataSocket) -> None:
+    try:
+        answer = sock.reload_rules()
+        log.info("rules reloaded: %s", answer)
+    except SocketError as exc:
+        log.error("rule reload failed: %s", exc.message)
+
+
+_Handler = Any
+
+
+def _install_signals(stop: threading.Event, reload_requested: threading.Event,
+                     ) -> dict[int, _Handler]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        reload_requested.set()
+
+    previous: dict[int, _Handler] = {}
+    for sig, handler in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
+                         (signal.SIGHUP, on_hup)):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signals(previous: dict[int, _Handler]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
