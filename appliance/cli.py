@@ -184,6 +184,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- policy
+
+
+def _cmd_policy_check(args: argparse.Namespace) -> int:
+    from .policy.model import load_policy
+
+    policy = load_policy(Path(args.policy))
+    print(f"{args.policy}: valid: {len(policy.groups)} group(s), {len(policy.rules)} rule(s), "
+          f"{len(policy.vms)} VM(s), default action {policy.default_action}")
+    return 0
+
+
+def _cmd_policy_dry_run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .policy.model import load_policy
+    from .policy.runner import dry_run
+
+    settings = _settings(args)
+    findings = dry_run(settings, load_policy(Path(args.policy)), [Path(p) for p in args.eve])
+    if args.json:
+        for finding in findings:
+            sys.stdout.write(orjson.dumps(finding).decode() + "\n")
+        return 0
+    table = Table(title=f"{len(findings)} finding(s) the policy would raise", title_justify="left")
+    for col in ("count", "rule", "source", "destination", "proto/port", "first seen"):
+        table.add_column(col)
+    for f in sorted(findings, key=lambda f: (-f["policy"]["count"], f["policy"]["rule_id"])):
+        lat, pol = f["lateral"], f["policy"]
+        src = (lat.get("src_vm") or {}).get("name", f.get("src_ip"))
+        dest = (lat.get("dest_vm") or {}).get("name", f.get("dest_ip"))
+        table.add_row(str(pol["count"]), pol["rule_id"], str(src), str(dest),
+                      f"{str(f.get('proto', '')).lower()}/{f.get('dest_port', '')}",
+                      str(pol.get("first_seen", "")))
+    Console().print(table)
+    return 0
+
+
 # ---------------------------------------------------------------- lab
 
 
@@ -266,6 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="with --follow, stop after this long without new records")
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("policy", help="check a policy file, or try it on recorded traffic")
+    psub = p.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=_Parser,
+                            required=True)
+    c = psub.add_parser("check", help="validate a policy file")
+    c.add_argument("policy", metavar="POLICY")
+    c.set_defaults(func=_cmd_policy_check)
+    c = psub.add_parser("dry-run", help="what the policy would raise on recorded EVE files")
+    c.add_argument("--policy", required=True, metavar="FILE")
+    c.add_argument("eve", nargs="+", metavar="EVE")
+    config_arg(c)
+    c.add_argument("--json", action="store_true", help="the findings as EVE JSON lines")
+    c.set_defaults(func=_cmd_policy_dry_run)
 
     p = sub.add_parser("lab", help="write a generated inter-VM capture (scapy)")
     p.add_argument("scenario", nargs="?")

@@ -152,9 +152,12 @@ class Pipeline:
             for et in getattr(obs, "event_types", None) or ():
                 observers_for.setdefault(et, []).append(obs)
         self._observers_for = {k: tuple(v) for k, v in observers_for.items()}
-        self._wants_full = _FULL_TYPES | frozenset(observers_for)
-        if self.checks:
-            self._wants_full = _AllTypes()
+        checks_for: dict[str, list[PolicyCheck]] = {}
+        for check in self.checks:
+            for et in check.event_types:
+                checks_for.setdefault(et, []).append(check)
+        self._checks_for = {k: tuple(v) for k, v in checks_for.items()}
+        self._wants_full = _FULL_TYPES | frozenset(observers_for) | frozenset(checks_for)
         self.stats_extra = stats_extra
         self.counters = counters or PipelineCounters()
 
@@ -254,8 +257,9 @@ class Pipeline:
             obs.observe(et, rec, src, dest)
         line = self._slow_line(raw, rec, rid, src, dest, pending_in_batch)
         out.append(line)
-        if self.checks:
-            out.extend(self._run_checks(rec, src, dest))
+        checks = self._checks_for.get(et)
+        if checks:
+            out.extend(self._run_checks(checks, rec, src, dest))
         return line
 
     def _slow_line(
@@ -288,12 +292,13 @@ class Pipeline:
 
     def _run_checks(
         self,
+        checks: Sequence[PolicyCheck],
         rec: dict[str, Any],
         src: dict[str, Any] | None,
         dest: dict[str, Any] | None,
     ) -> list[bytes]:
         out: list[bytes] = []
-        for check in self.checks:
+        for check in checks:
             try:
                 findings = check.check(rec, src, dest)
             except Exception:  # a failing check is counted and logged; the pipeline goes on
@@ -305,12 +310,26 @@ class Pipeline:
                 out.append(self._finding_line(finding, rec, src, dest))
         return out
 
+    def flush(self) -> list[bytes]:
+        """The findings checks held back (growing counts); call once the input is drained."""
+        out: list[bytes] = []
+        for check in self.checks:
+            try:
+                findings = check.flush()
+            except Exception:  # counted and logged like a failing check
+                self.counters.check_errors += 1
+                log.exception("policy check %s failed to flush", getattr(check, "name", check))
+                continue
+            out.extend(self._finding_line(f, {}, None, None) for f in findings)
+        self.counters.records_out += len(out)
+        return out
+
     def _finding_line(
         self,
         finding: Mapping[str, Any],
         rec: Mapping[str, Any],
-        src: dict[str, Any] | None,
-        dest: dict[str, Any] | None,
+        src: Mapping[str, Any] | None,
+        dest: Mapping[str, Any] | None,
     ) -> bytes:
         doc: dict[str, Any] = {"timestamp": rec.get("timestamp"), "event_type": "policy"}
         for name in ("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto",
@@ -319,6 +338,10 @@ class Pipeline:
                 doc[name] = rec[name]
         doc.update(finding)
         doc["event_type"] = "policy"
+        own = finding.get("lateral")
+        if isinstance(own, Mapping):  # a check that knows the ends better (e.g. at flush)
+            src = own.get("src_vm", src)
+            dest = own.get("dest_vm", dest)
         lat: dict[str, Any] = {"id": finding_id(self._key, doc), "sensor": self.sensor}
         if src is not None:
             lat["src_vm"] = src
@@ -331,13 +354,6 @@ class Pipeline:
         for obs in self._observers_for.get("policy", ()):
             obs.observe("policy", doc, src, dest)
         return _dumps(doc)
-
-
-class _AllTypes(frozenset[str]):
-    """Every event type (policy checks see every record)."""
-
-    def __contains__(self, item: object) -> bool:
-        return True
 
 
 def _head_fields(rec: _Head) -> dict[str, Any]:

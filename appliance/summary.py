@@ -19,6 +19,7 @@ __all__ = ["PairStats", "Summary"]
 @dataclass(slots=True)
 class PairStats:
     flows: int = 0
+    _policy_ids: set[str] = field(default_factory=set)
     packets: int = 0
     bytes: int = 0
     alerts: int = 0
@@ -39,6 +40,7 @@ class Summary:
     anomalies: Counter[str] = field(default_factory=Counter)
     policy: Counter[str] = field(default_factory=Counter)
     flows: int = 0
+    _policy_ids: set[str] = field(default_factory=set)
     event_types: frozenset[str] = frozenset({"flow", "alert", "anomaly", "policy"})
 
     def observe(
@@ -65,8 +67,14 @@ class Summary:
             anomaly = rec.get("anomaly") or {}
             self.anomalies[f"{anomaly.get('type', '?')}: {anomaly.get('event', '?')}"] += 1
         elif event_type == "policy":
-            policy = rec.get("policy") or {}
-            self.policy[str(policy.get("check", "?"))] += 1
+            # A deduplicated finding is re-emitted (same id) when its count grows: count it once.
+            lat = rec.get("lateral") or {}
+            fid = lat.get("id") if isinstance(lat, Mapping) else None
+            if fid is None or fid not in self._policy_ids:
+                if fid is not None:
+                    self._policy_ids.add(fid)
+                policy = rec.get("policy") or {}
+                self.policy[str(policy.get("check", "?"))] += 1
 
     def _pair(
         self,

@@ -121,6 +121,10 @@ def test_trailing_whitespace_and_reingested_output() -> None:
 
 class _Boom:
     name = "boom"
+    event_types = frozenset({"flow"})
+
+    def flush(self) -> list[dict[str, Any]]:
+        return []
 
     def check(self, rec: Mapping[str, Any], src: Any, dest: Any) -> list[dict[str, Any]]:
         raise RuntimeError("bug in a check")
@@ -128,6 +132,10 @@ class _Boom:
 
 class _Segmentation:
     name = "segmentation"
+    event_types = frozenset({"flow"})
+
+    def flush(self) -> list[dict[str, Any]]:
+        return []
 
     def check(self, rec: Mapping[str, Any], src: Any, dest: Any) -> list[dict[str, Any]]:
         if rec.get("event_type") == "flow" and src and dest:

@@ -1,0 +1,38 @@
+"""Policy checks: Lateral's own inter-VM checks, run as a pipeline stage.
+
+A check is an addon-style object: it names the EVE ``event_types`` it needs, is fed each such
+enriched record (``check``) and returns zero or more findings — EVE ``policy`` records, as
+mappings — and may hold back findings it is still counting, returned by ``flush``. It never does
+I/O. A check that raises is logged and counted, and the pipeline goes on.
+
+- ``model``: the policy file (inventory, groups, ordered rules, default action), validated.
+- ``segmentation``: which VM may talk to which, first matching rule decides.
+- ``dedup``: one finding with a count per (check, VM pair, port) and window, not thousands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+__all__ = ["PolicyCheck"]
+
+
+class PolicyCheck(Protocol):
+    """One policy check."""
+
+    name: str
+    event_types: frozenset[str]
+
+    def check(
+        self,
+        rec: Mapping[str, Any],
+        src_vm: Mapping[str, Any] | None,
+        dest_vm: Mapping[str, Any] | None,
+    ) -> list[dict[str, Any]]:
+        """Return the findings this record raises (``event_type: policy`` records)."""
+        ...
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Return the findings held back (counts still growing); called at the end of a run."""
+        ...

@@ -1,0 +1,150 @@
+"""The policy file: who may talk to whom across the virtual switch.
+
+One YAML file, validated when loaded::
+
+    default_action: allow          # or alert: what happens to traffic no rule matches
+    dedup_window: 300              # seconds: one finding with a count per VM pair and port
+    vms:                           # merged with the appliance's inventory (config / OVSDB)
+      - {name: db01, ips: [10.0.0.20], labels: {zone: data}}
+    groups:                        # an end is in a group if any of its selectors matches
+      web:  {labels: {zone: web}}
+      data: {labels: {zone: data}}
+      mgmt: {cidrs: [192.168.100.0/24]}
+      dmz:  {vlans: [100]}
+    rules:                         # ordered: the first rule that matches decides
+      - {id: web-to-db, from: web, to: data, proto: tcp, ports: [3306], action: allow}
+      - {id: no-dev-to-data, name: "dev must not reach data", from: dev, to: data, action: alert}
+
+``any`` is a built-in group. A rule may also name ``app_proto`` (Suricata's, e.g. ``http``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..config import VmIdentity
+from ..errors import ConfigError
+
+__all__ = ["GroupSpec", "PolicyFile", "PolicyRule", "load_policy", "parse_policy"]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+Action = Literal["allow", "alert"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GroupSpec(_Model):
+    """A zone: VMs with these labels, addresses in these CIDRs, traffic on these VLANs/VNIs."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    cidrs: tuple[str, ...] = ()
+    vlans: tuple[int, ...] = ()
+    vms: tuple[str, ...] = ()  # VM names
+
+    @field_validator("cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for cidr in value:
+            try:
+                out.append(str(ipaddress.ip_network(cidr, strict=False)))
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR (e.g. 10.0.0.0/24)") from None
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> GroupSpec:
+        if not (self.labels or self.cidrs or self.vlans or self.vms):
+            raise ValueError("a group needs at least one of labels, cidrs, vlans, vms")
+        return self
+
+
+class PolicyRule(_Model):
+    """One ordered rule."""
+
+    id: str
+    name: str = ""
+    src: str = Field(alias="from")
+    dest: str = Field(alias="to")
+    proto: Literal["tcp", "udp", "icmp", "any"] = "any"
+    ports: tuple[int, ...] = ()
+    app_proto: str | None = None
+    action: Action
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"{value!r}: rule ids are letters, digits, '_', '.', '-' (max 64)")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for port in value:
+            if not 0 < port < 65536:
+                raise ValueError(f"{port} is not a port number")
+        return value
+
+
+class PolicyFile(_Model):
+    """The whole policy."""
+
+    version: Literal[1] = 1
+    default_action: Action = "allow"
+    dedup_window: float = Field(default=300.0, gt=0)
+    vms: tuple[VmIdentity, ...] = ()
+    groups: dict[str, GroupSpec] = Field(default_factory=dict)
+    rules: tuple[PolicyRule, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> PolicyFile:
+        if "any" in self.groups:
+            raise ValueError("'any' is built in; it cannot be redefined")
+        seen: set[str] = set()
+        for n, rule in enumerate(self.rules):
+            if rule.id in seen:
+                raise ValueError(f"rules[{n}]: duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+            for side in (rule.src, rule.dest):
+                if side != "any" and side not in self.groups:
+                    raise ValueError(f"rules[{n}] ({rule.id}): unknown group {side!r}")
+        return self
+
+
+def parse_policy(data: Any, source: str = "policy") -> PolicyFile:
+    """Validate an already-loaded mapping; :class:`ConfigError` lists every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    try:
+        return PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: invalid policy"]
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_policy(path: Path) -> PolicyFile:
+    """Read and validate a policy file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    return parse_policy(data if data is not None else {}, str(path))

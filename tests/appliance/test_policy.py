@@ -1,0 +1,148 @@
+"""Segmentation policy: first matching rule decides, findings name the rule, repeats are counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from appliance.config import VmIdentity
+from appliance.enrich import Inventory
+from appliance.errors import ConfigError
+from appliance.pipeline import Pipeline
+from appliance.policy.dedup import record_time
+from appliance.policy.model import load_policy, parse_policy
+from appliance.policy.segmentation import Segmentation
+
+POLICY = {
+    "default_action": "allow",
+    "dedup_window": 60,
+    "groups": {
+        "web": {"labels": {"zone": "web"}},
+        "data": {"labels": {"zone": "data"}},
+        "dev": {"vms": ["dev07"]},
+        "mgmt": {"cidrs": ["192.168.100.0/24"]},
+        "dmz": {"vlans": [100]},
+    },
+    "rules": [
+        {"id": "web-db", "from": "web", "to": "data", "proto": "tcp", "ports": [3306],
+         "action": "allow"},
+        {"id": "to-data", "name": "nothing else reaches data", "from": "any", "to": "data",
+         "action": "alert"},
+        {"id": "guest-to-mgmt", "from": "any", "to": "mgmt", "action": "alert"},
+        {"id": "dmz-http", "from": "dmz", "to": "any", "proto": "tcp", "ports": [80],
+         "app_proto": "http", "action": "alert"},
+    ],
+}
+VMS = [
+    VmIdentity(name="web01", ips=("10.0.0.10",), labels={"zone": "web"}),
+    VmIdentity(name="db01", ips=("10.0.0.20",), labels={"zone": "data"}),
+    VmIdentity(name="dev07", ips=("10.0.0.66",), labels={"zone": "dev"}),
+]
+
+
+def _flow(src: str, dest: str, port: int, *, proto: str = "TCP", ts: str = "00:00:01",
+          app: str | None = None, vlan: list[int] | None = None) -> bytes:
+    rec: dict[str, Any] = {
+        "timestamp": f"2026-11-26T10:{ts}.000000+0000", "flow_id": 1, "event_type": "flow",
+        "src_ip": src, "src_port": 40000, "dest_ip": dest, "dest_port": port, "proto": proto,
+        "flow": {"pkts_toserver": 1, "pkts_toclient": 1, "bytes_toserver": 60,
+                 "bytes_toclient": 60},
+    }
+    if app:
+        rec["app_proto"] = app
+    if vlan:
+        rec["vlan"] = vlan
+    return orjson.dumps(rec)
+
+
+def _run(*lines: bytes) -> list[dict[str, Any]]:
+    p = Pipeline(sensor="s", inventory=Inventory(VMS),
+                 checks=[Segmentation(parse_policy(POLICY))])
+    out = p.process(lines) + p.flush()
+    return [orjson.loads(x) for x in out if b'"event_type":"policy"' in x]
+
+
+def test_first_matching_rule_decides() -> None:
+    assert _run(_flow("10.0.0.10", "10.0.0.20", 3306)) == []  # allowed by web-db
+    [finding] = _run(_flow("10.0.0.10", "10.0.0.20", 22))  # web → data, not 3306
+    assert finding["policy"]["rule_id"] == "to-data"
+    assert finding["policy"]["rule_name"] == "nothing else reaches data"
+    assert "web01 (web) → db01 (data) tcp/22: matched rule to-data" in finding["policy"]["reason"]
+    assert finding["lateral"]["src_vm"]["name"] == "web01"
+    assert finding["lateral"]["dest_vm"]["name"] == "db01"
+    assert finding["flow_id"] == 1 and finding["dest_port"] == 22
+
+
+def test_groups_by_name_cidr_vlan_and_app_proto() -> None:
+    [mgmt] = _run(_flow("10.0.0.66", "192.168.100.5", 443))
+    assert mgmt["policy"]["rule_id"] == "guest-to-mgmt"
+    assert _run(_flow("10.0.0.66", "10.0.0.10", 80, vlan=[100])) == []  # not http
+    [dmz] = _run(_flow("10.0.0.66", "10.0.0.10", 80, vlan=[100], app="http"))
+    assert dmz["policy"]["rule_id"] == "dmz-http"
+    assert _run(_flow("10.0.0.66", "10.0.0.10", 80, app="http")) == []  # default allow
+
+
+def test_default_action_alert() -> None:
+    policy = parse_policy({**POLICY, "default_action": "alert"})
+    p = Pipeline(sensor="s", inventory=Inventory(VMS), checks=[Segmentation(policy)])
+    out = [orjson.loads(x) for x in p.process([_flow("10.0.0.66", "10.0.0.10", 8080)])]
+    [finding] = [x for x in out if x["event_type"] == "policy"]
+    assert finding["policy"]["rule_id"] == "default"
+    assert "no rule matched; default is alert" in finding["policy"]["reason"]
+
+
+def test_chatty_violation_is_one_finding_with_a_count() -> None:
+    flows = [_flow("10.0.0.66", "10.0.0.20", 3306, ts=f"00:{s:02d}") for s in range(0, 50, 5)]
+    flows.append(_flow("10.0.0.66", "10.0.0.20", 5432, ts="00:51"))  # another port: its own
+    findings = _run(*flows)
+    ids = {f["lateral"]["id"] for f in findings if f["dest_port"] == 3306}
+    assert len(ids) == 1  # first emission and the final count share one id
+    final = [f for f in findings if f["dest_port"] == 3306][-1]
+    assert final["policy"]["count"] == 10
+    assert final["policy"]["first_seen"].endswith("00:00.000000+0000")
+    assert final["policy"]["last_seen"].endswith("00:45.000000+0000")
+    assert [f["policy"]["count"] for f in findings if f["dest_port"] == 5432] == [1]
+
+
+def test_new_window_new_finding() -> None:
+    findings = _run(_flow("10.0.0.66", "10.0.0.20", 3306, ts="00:00"),
+                    _flow("10.0.0.66", "10.0.0.20", 3306, ts="02:00"))
+    assert len({f["lateral"]["id"] for f in findings}) == 2
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"rules": [{"id": "x", "from": "nope", "to": "any", "action": "alert"}]},
+         "unknown group 'nope'"),
+        ({"rules": [{"id": "x", "from": "any", "to": "any", "action": "deny"}]}, "action"),
+        ({"groups": {"g": {}}}, "at least one of"),
+        ({"groups": {"g": {"cidrs": ["10.0.0.0/33"]}}}, "not a CIDR"),
+        ({"rules": [{"id": "a", "from": "any", "to": "any", "action": "alert"},
+                    {"id": "a", "from": "any", "to": "any", "action": "allow"}]},
+         "duplicate rule id"),
+        ({"rules": [{"id": "x", "from": "any", "to": "any", "ports": [70000],
+                     "action": "alert"}]}, "not a port"),
+    ],
+)
+def test_invalid_policy_is_a_clear_error(patch: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_policy({**POLICY, **patch})
+
+
+def test_load_policy_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read policy file"):
+        load_policy(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_policy(bad)
+
+
+def test_record_time() -> None:
+    assert record_time("2026-11-26T10:00:05.250000+0000") == pytest.approx(1795687205.25)
+    assert record_time("2026-11-26T11:00:05.250000+0100") == pytest.approx(1795687205.25)
+    assert record_time("garbage") is None
