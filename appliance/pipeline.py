@@ -54,6 +54,9 @@ class _Head(msgspec.Struct, gc=False):
     ether: Any = None
     alert: Any = None
     lateral: Any = None
+    flow_id: Any = None
+    app_proto: Any = None
+    community_id: Any = None
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
@@ -152,11 +155,16 @@ class Pipeline:
             for et in getattr(obs, "event_types", None) or ():
                 observers_for.setdefault(et, []).append(obs)
         self._observers_for = {k: tuple(v) for k, v in observers_for.items()}
+        # Checks that need the whole record force the full parse of their types; "light" ones
+        # (needs_full_record = False) get the fast path's header fields as a small mapping.
         checks_for: dict[str, list[PolicyCheck]] = {}
+        light_for: dict[str, list[PolicyCheck]] = {}
         for check in self.checks:
+            table = checks_for if getattr(check, "needs_full_record", True) else light_for
             for et in check.event_types:
-                checks_for.setdefault(et, []).append(check)
+                table.setdefault(et, []).append(check)
         self._checks_for = {k: tuple(v) for k, v in checks_for.items()}
+        self._light_for = {k: tuple(v) for k, v in light_for.items()}
         self._wants_full = _FULL_TYPES | frozenset(observers_for) | frozenset(checks_for)
         self.stats_extra = stats_extra
         self.counters = counters or PipelineCounters()
@@ -200,6 +208,7 @@ class Pipeline:
         dest_frag = self._dest_frag
         resolve = self._inventory.resolve
         wants_full = self._wants_full
+        light_for = self._light_for
         n_in = 0
         for raw in lines:
             n_in += 1
@@ -229,6 +238,9 @@ class Pipeline:
                 rid = h.hexdigest()
             append(b"".join((raw[:-1], head, rid.encode(), b'"', src_frag[id(src)],
                              dest_frag[id(dest)], b"}}")))
+            light = light_for.get(et)
+            if light:
+                out.extend(self._run_checks(light, _head_fields(rec), src, dest))
         counters.records_in += n_in
         counters.records_out += len(out)
         return out
@@ -257,7 +269,7 @@ class Pipeline:
             obs.observe(et, rec, src, dest)
         line = self._slow_line(raw, rec, rid, src, dest, pending_in_batch)
         out.append(line)
-        checks = self._checks_for.get(et)
+        checks = self._checks_for.get(et, ()) + self._light_for.get(et, ())
         if checks:
             out.extend(self._run_checks(checks, rec, src, dest))
         return line
@@ -361,7 +373,9 @@ def _head_fields(rec: _Head) -> dict[str, Any]:
     return {"event_type": rec.event_type, "timestamp": rec.timestamp, "src_ip": rec.src_ip,
             "src_port": rec.src_port, "dest_ip": rec.dest_ip, "dest_port": rec.dest_port,
             "proto": rec.proto, "tx_id": rec.tx_id, "pcap_cnt": rec.pcap_cnt,
-            "in_iface": rec.in_iface, "vlan": rec.vlan, "alert": rec.alert}
+            "in_iface": rec.in_iface, "vlan": rec.vlan, "alert": rec.alert,
+            "flow_id": rec.flow_id, "app_proto": rec.app_proto,
+            "community_id": rec.community_id}
 
 
 def _splice(raw: bytes, lat: dict[str, Any]) -> bytes:

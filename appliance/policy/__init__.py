@@ -23,6 +23,9 @@ class PolicyCheck(Protocol):
 
     name: str
     event_types: frozenset[str]
+    # False: the check reads only the 5-tuple, time, app_proto, vlan, flow_id and community_id,
+    # which the pipeline's fast path has decoded anyway; True: it gets the whole record.
+    needs_full_record: bool
 
     def check(
         self,

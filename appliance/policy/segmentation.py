@@ -28,6 +28,7 @@ class Segmentation:
 
     name = "segmentation"
     event_types = frozenset({"flow"})
+    needs_full_record = False  # the 5-tuple, app_proto, vlan and time are enough
 
     def __init__(self, policy: PolicyFile) -> None:
         self.policy = policy
@@ -40,8 +41,13 @@ class Segmentation:
         ]
         self._vlan_groups = [(g, frozenset(spec.vlans)) for g, spec in policy.groups.items()
                              if spec.vlans]
+        # Rule positions per (from, to) group pair: a flow only walks the rules of its pairs.
+        self._by_pair: dict[tuple[str, str], list[int]] = {}
+        for n, rule in enumerate(policy.rules):
+            self._by_pair.setdefault((rule.src, rule.dest), []).append(n)
         self._membership: dict[tuple[Any, Any, Any], frozenset[str]] = {}
         self._decisions: dict[tuple[Any, ...], _Decision] = {}
+        self._flows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.dedup = Deduper(policy.dedup_window)
 
     # ------------------------------------------------------------ placing ends in groups
@@ -96,9 +102,16 @@ class Segmentation:
 
     def _walk(self, src: frozenset[str], dest: frozenset[str], proto: str, port: Any,
               app_proto: Any) -> _Decision:
-        for rule in self.policy.rules:
-            if rule.src not in src or rule.dest not in dest:
-                continue
+        by_pair = self._by_pair
+        candidates: list[int] = []
+        for s_group in src:
+            for d_group in dest:
+                found = by_pair.get((s_group, d_group))
+                if found:
+                    candidates.extend(found)
+        rules = self.policy.rules
+        for n in sorted(candidates):  # policy order: the first match decides
+            rule = rules[n]
             if rule.proto != "any" and rule.proto != proto:
                 continue
             if rule.ports and port not in rule.ports:
@@ -115,19 +128,30 @@ class Segmentation:
         if rec.get("event_type") != "flow":
             return []
         vlans = rec.get("vlan")
-        vlan = vlans[0] if isinstance(vlans, list) and vlans else None
-        proto = str(rec.get("proto", "")).lower()
-        port = rec.get("dest_port")
-        app_proto = rec.get("app_proto")
-        src_groups = self.groups_of(rec.get("src_ip"), src_vm, vlan)
-        dest_groups = self.groups_of(rec.get("dest_ip"), dest_vm, vlan)
-        rule, action = self.decide(src_groups, dest_groups, proto, port, app_proto)
+        vlan = vlans[0] if type(vlans) is list and vlans else None
+        src_ip, dest_ip = rec.get("src_ip"), rec.get("dest_ip")
+        port, app_proto, raw_proto = rec.get("dest_port"), rec.get("app_proto"), rec.get("proto")
+        src_name = src_vm.get("name") if src_vm else None
+        dest_name = dest_vm.get("name") if dest_vm else None
+        # Most flows repeat a (who, whom, how) already decided: one lookup.
+        fkey = (src_ip, dest_ip, src_name, dest_name, vlan, raw_proto, port, app_proto)
+        hit = self._flows.get(fkey)
+        if hit is None:
+            proto = str(raw_proto or "").lower()
+            src_groups = self.groups_of(src_ip, src_vm, vlan)
+            dest_groups = self.groups_of(dest_ip, dest_vm, vlan)
+            rule, action = self.decide(src_groups, dest_groups, proto, port, app_proto)
+            hit = (rule, action, src_groups, dest_groups, proto)
+            if len(self._flows) > 200_000:
+                self._flows.clear()
+            self._flows[fkey] = hit
+        rule, action, src_groups, dest_groups, proto = hit
         if action != "alert":
             return []
+        src_name = src_name or src_ip
+        dest_name = dest_name or dest_ip
         ts = rec.get("timestamp")
         now = record_time(ts) or 0.0
-        src_name = src_vm.get("name") if src_vm else rec.get("src_ip")
-        dest_name = dest_vm.get("name") if dest_vm else rec.get("dest_ip")
         key = (src_name, dest_name, proto, port, rule.id if rule else None)
 
         def make() -> dict[str, Any]:
@@ -145,7 +169,7 @@ class Segmentation:
             }
             for field in ("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto",
                           "app_proto", "community_id", "vlan"):
-                if field in rec:
+                if rec.get(field) is not None:
                     finding[field] = rec[field]
             lateral: dict[str, Any] = {}
             if src_vm:

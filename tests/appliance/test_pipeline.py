@@ -122,6 +122,7 @@ def test_trailing_whitespace_and_reingested_output() -> None:
 class _Boom:
     name = "boom"
     event_types = frozenset({"flow"})
+    needs_full_record = True
 
     def flush(self) -> list[dict[str, Any]]:
         return []
@@ -133,6 +134,7 @@ class _Boom:
 class _Segmentation:
     name = "segmentation"
     event_types = frozenset({"flow"})
+    needs_full_record = False
 
     def flush(self) -> list[dict[str, Any]]:
         return []
