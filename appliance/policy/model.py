@@ -14,6 +14,10 @@ One YAML file, validated when loaded::
     rules:                         # ordered: the first rule that matches decides
       - {id: web-to-db, from: web, to: data, proto: tcp, ports: [3306], action: allow}
       - {id: no-dev-to-data, name: "dev must not reach data", from: dev, to: data, action: alert}
+    checks:                        # hygiene checks (defaults shown)
+      scan: {ports: 10, hosts: 10, window: 60}
+      management: {cidrs: [192.168.100.0/24], allow_from: [admin]}   # ports: hypervisor's
+      first_seen: {enabled: false, learning: 86400}
 
 ``any`` is a built-in group. A rule may also name ``app_proto`` (Suricata's, e.g. ``http``).
 """
@@ -31,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import VmIdentity
 from ..errors import ConfigError
 
-__all__ = ["GroupSpec", "PolicyFile", "PolicyRule", "load_policy", "parse_policy"]
+__all__ = ["ChecksSpec", "FirstSeenSpec", "GroupSpec", "ManagementSpec", "PolicyFile",
+           "PolicyRule", "ScanSpec", "load_policy", "parse_policy"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Action = Literal["allow", "alert"]
@@ -95,6 +100,47 @@ class PolicyRule(_Model):
         return value
 
 
+class ScanSpec(_Model):
+    """Port scan: ``ports`` distinct ports on one target; sweep: ``hosts`` distinct targets."""
+
+    enabled: bool = True
+    ports: int = Field(default=10, ge=2)
+    hosts: int = Field(default=10, ge=2)
+    window: float = Field(default=60.0, gt=0)
+
+
+# Hypervisor and management services a guest has no business reaching: SSH, HTTPS (vCenter,
+# ESXi), VMware auth (902), libvirt (16509/16514), OVSDB (6640), IPMI (623), VNC/SPICE consoles.
+_MGMT_PORTS = (22, 443, 623, 902, 5900, 5901, 6640, 8006, 16509, 16514)
+
+
+class ManagementSpec(_Model):
+    """The management plane: its addresses, its ports, and who may reach it."""
+
+    enabled: bool = True
+    cidrs: tuple[str, ...] = ()
+    ports: tuple[int, ...] = _MGMT_PORTS
+    allow_from: tuple[str, ...] = ()
+
+    @field_validator("cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return GroupSpec._cidrs(value)
+
+
+class FirstSeenSpec(_Model):
+    enabled: bool = False
+    learning: float = Field(default=86400.0, gt=0)
+
+
+class ChecksSpec(_Model):
+    """The hygiene checks and their settings."""
+
+    scan: ScanSpec = Field(default_factory=ScanSpec)
+    management: ManagementSpec = Field(default_factory=ManagementSpec)
+    first_seen: FirstSeenSpec = Field(default_factory=FirstSeenSpec)
+
+
 class PolicyFile(_Model):
     """The whole policy."""
 
@@ -104,9 +150,13 @@ class PolicyFile(_Model):
     vms: tuple[VmIdentity, ...] = ()
     groups: dict[str, GroupSpec] = Field(default_factory=dict)
     rules: tuple[PolicyRule, ...] = ()
+    checks: ChecksSpec = Field(default_factory=ChecksSpec)
 
     @model_validator(mode="after")
     def _references(self) -> PolicyFile:
+        for group in self.checks.management.allow_from:
+            if group != "any" and group not in self.groups:
+                raise ValueError(f"checks.management.allow_from: unknown group {group!r}")
         if "any" in self.groups:
             raise ValueError("'any' is built in; it cannot be redefined")
         seen: set[str] = set()

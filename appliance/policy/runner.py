@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..eve.reader import EveReader
 from ..pipeline import Pipeline
 from . import PolicyCheck
+from .hygiene import FirstSeenCheck, ManagementCheck, ScanCheck
 from .model import PolicyFile
 from .segmentation import Segmentation
 
@@ -26,10 +27,17 @@ __all__ = ["build_checks", "dry_run", "policy_inventory"]
 
 
 def build_checks(policy: PolicyFile) -> list[PolicyCheck]:
-    """The checks a policy enables (segmentation now; the hygiene checks join here)."""
+    """The checks a policy enables."""
     checks: list[PolicyCheck] = []
     if policy.rules or policy.default_action == "alert":
         checks.append(Segmentation(policy))
+    spec = policy.checks
+    if spec.scan.enabled:
+        checks.append(ScanCheck(spec.scan, policy.dedup_window))
+    if spec.management.enabled and spec.management.cidrs:
+        checks.append(ManagementCheck(spec.management, policy, policy.dedup_window))
+    if spec.first_seen.enabled:
+        checks.append(FirstSeenCheck(spec.first_seen.learning, policy.dedup_window))
     return checks
 
 

@@ -1,0 +1,212 @@
+"""Hygiene checks for a shared virtual switch that flow records are enough for.
+
+- :class:`ScanCheck`: east-west port scans (one source, one target, many ports) and host sweeps
+  (one source, many targets) within a window of record time.
+- :class:`ManagementCheck`: guests reaching the management plane — the hypervisor, vCenter,
+  libvirt, OVSDB, IPMI ports on management addresses — except from the groups allowed to.
+- :class:`FirstSeenCheck`: after a learning period, a VM pair or a service (address, port) never
+  seen before.
+
+All are light checks (``needs_full_record = False``): they read the 5-tuple, time, vlan and
+app_proto the pipeline's fast path has decoded, and report through the :class:`Deduper`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from .dedup import Deduper, record_time
+from .model import ManagementSpec, PolicyFile, ScanSpec
+
+__all__ = ["FirstSeenCheck", "ManagementCheck", "ScanCheck"]
+
+
+def _end(vm: Mapping[str, Any] | None, ip: Any) -> str:
+    return str(vm.get("name")) if vm else str(ip)
+
+
+def _base(rec: Mapping[str, Any], check: str, rule_id: str, name: str, reason: str,
+          key: str, src_vm: Mapping[str, Any] | None,
+          dest_vm: Mapping[str, Any] | None) -> dict[str, Any]:
+    finding: dict[str, Any] = {
+        "timestamp": rec.get("timestamp"),
+        "policy": {"check": check, "rule_id": rule_id, "rule_name": name, "action": "alert",
+                   "reason": reason, "key": key},
+    }
+    for field in ("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto",
+                  "community_id", "vlan"):
+        if rec.get(field) is not None:
+            finding[field] = rec[field]
+    lateral: dict[str, Any] = {}
+    if src_vm:
+        lateral["src_vm"] = dict(src_vm)
+    if dest_vm:
+        lateral["dest_vm"] = dict(dest_vm)
+    finding["lateral"] = lateral
+    return finding
+
+
+class ScanCheck:
+    """Port scans and host sweeps between VMs."""
+
+    name = "scan"
+    event_types = frozenset({"flow"})
+    needs_full_record = False
+
+    def __init__(self, spec: ScanSpec, dedup_window: float) -> None:
+        self.spec = spec
+        self.dedup = Deduper(dedup_window)
+        # source -> target -> {port: time}; source -> {target: time}
+        self._ports: dict[str, dict[str, dict[Any, float]]] = {}
+        self._hosts: dict[str, dict[str, float]] = {}
+
+    def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
+              dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        now = record_time(rec.get("timestamp"))
+        if now is None:
+            return []
+        src = _end(src_vm, rec.get("src_ip"))
+        dest = _end(dest_vm, rec.get("dest_ip"))
+        horizon = now - self.spec.window
+        out: list[dict[str, Any]] = []
+        ports = self._ports.setdefault(src, {}).setdefault(dest, {})
+        ports[rec.get("dest_port")] = now
+        if len(ports) >= self.spec.ports:
+            live = {p: t for p, t in ports.items() if t >= horizon}
+            self._ports[src][dest] = live
+            if len(live) >= self.spec.ports:
+                reason = (f"{src} tried {len(live)} ports on {dest} within "
+                          f"{self.spec.window:g} s (threshold {self.spec.ports})")
+                out += self.dedup.offer(("portscan", src, dest), now, rec.get("timestamp"),
+                                        lambda: _base(rec, self.name, "port-scan",
+                                                      "east-west port scan", reason,
+                                                      f"{src}|{dest}", src_vm, dest_vm))
+        hosts = self._hosts.setdefault(src, {})
+        hosts[dest] = now
+        if len(hosts) >= self.spec.hosts:
+            live_hosts = {h: t for h, t in hosts.items() if t >= horizon}
+            self._hosts[src] = live_hosts
+            if len(live_hosts) >= self.spec.hosts:
+                reason = (f"{src} reached {len(live_hosts)} hosts within "
+                          f"{self.spec.window:g} s (threshold {self.spec.hosts})")
+                out += self.dedup.offer(("sweep", src), now, rec.get("timestamp"),
+                                        lambda: _base(rec, self.name, "host-sweep",
+                                                      "east-west host sweep", reason, src,
+                                                      src_vm, None))
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        return self.dedup.flush()
+
+
+class ManagementCheck:
+    """Guests reaching management addresses and ports."""
+
+    name = "management"
+    event_types = frozenset({"flow"})
+    needs_full_record = False
+
+    def __init__(self, spec: ManagementSpec, policy: PolicyFile, dedup_window: float) -> None:
+        self.spec = spec
+        self.nets = [ipaddress.ip_network(c) for c in spec.cidrs]
+        self.ports = frozenset(spec.ports)
+        self.allow_groups = frozenset(spec.allow_from)
+        self.policy = policy
+        self.dedup = Deduper(dedup_window)
+        self._is_mgmt: dict[Any, bool] = {}
+
+    def _mgmt(self, ip: Any) -> bool:
+        found = self._is_mgmt.get(ip)
+        if found is None:
+            try:
+                addr = ipaddress.ip_address(ip)
+                found = any(addr in net for net in self.nets)
+            except ValueError:
+                found = False
+            self._is_mgmt[ip] = found
+        return found
+
+    def _allowed(self, vm: Mapping[str, Any] | None) -> bool:
+        if not vm or not self.allow_groups:
+            return False
+        labels = vm.get("labels") or {}
+        for group in self.allow_groups:
+            spec = self.policy.groups.get(group)
+            if spec is None:
+                continue
+            if spec.labels and all(labels.get(k) == v for k, v in spec.labels.items()):
+                return True
+            if vm.get("name") in spec.vms:
+                return True
+        return False
+
+    def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
+              dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        port = rec.get("dest_port")
+        if port not in self.ports or not self._mgmt(rec.get("dest_ip")):
+            return []
+        if self._allowed(src_vm):
+            return []
+        now = record_time(rec.get("timestamp")) or 0.0
+        src = _end(src_vm, rec.get("src_ip"))
+        dest = str(rec.get("dest_ip"))
+        reason = f"{src} reached the management plane: {dest} port {port}"
+        return self.dedup.offer(("mgmt", src, dest, port), now, rec.get("timestamp"),
+                                lambda: _base(rec, self.name, "management-plane",
+                                              "guest access to the management plane", reason,
+                                              f"{src}|{dest}|{port}", src_vm, dest_vm))
+
+    def flush(self) -> list[dict[str, Any]]:
+        return self.dedup.flush()
+
+
+class FirstSeenCheck:
+    """New VM pairs and new services after a learning period (of record time)."""
+
+    name = "first_seen"
+    event_types = frozenset({"flow"})
+    needs_full_record = False
+
+    def __init__(self, learning: float, dedup_window: float) -> None:
+        self.learning = learning
+        self.dedup = Deduper(dedup_window)
+        self._start: float | None = None
+        self._pairs: set[tuple[str, str]] = set()
+        self._services: set[tuple[str, Any, Any]] = set()
+
+    def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
+              dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        now = record_time(rec.get("timestamp"))
+        if now is None:
+            return []
+        if self._start is None:
+            self._start = now
+        learning = now - self._start < self.learning
+        src = _end(src_vm, rec.get("src_ip"))
+        dest = _end(dest_vm, rec.get("dest_ip"))
+        service = (dest, str(rec.get("proto", "")).lower(), rec.get("dest_port"))
+        out: list[dict[str, Any]] = []
+        if (src, dest) not in self._pairs:
+            self._pairs.add((src, dest))
+            if not learning:
+                reason = f"{src} → {dest}: a VM pair not seen during the learning period"
+                out += self.dedup.offer(("pair", src, dest), now, rec.get("timestamp"),
+                                        lambda: _base(rec, self.name, "new-pair",
+                                                      "first-seen VM pair", reason,
+                                                      f"{src}|{dest}", src_vm, dest_vm))
+        if service not in self._services:
+            self._services.add(service)
+            if not learning:
+                reason = (f"{dest} {service[1]}/{service[2]}: a service not seen during the "
+                          "learning period")
+                out += self.dedup.offer(("service",) + service, now, rec.get("timestamp"),
+                                        lambda: _base(rec, self.name, "new-service",
+                                                      "first-seen service", reason,
+                                                      f"{dest}|{service[1]}|{service[2]}",
+                                                      src_vm, dest_vm))
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        return self.dedup.flush()
