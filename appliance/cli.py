@@ -161,7 +161,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest import ingest
 
-    settings = _settings(args)
+    settings = _settings(args, policy=args.policy)
     state = Path(args.state) if args.state else settings.state_dir / "ingest"
     stats = ingest(settings, Path(args.input), Path(args.eve), state_dir=state,
                    follow=args.follow, idle_exit=args.idle_exit)
@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(p)
     p.add_argument("--eve", required=True, metavar="OUT")
     p.add_argument("--state", metavar="DIR", help="where the durable read offset is kept")
+    p.add_argument("--policy", metavar="FILE", help="inter-VM policy file")
     p.add_argument("--follow", action="store_true", help="keep following the input (like tail -F)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="with --follow, stop after this long without new records")

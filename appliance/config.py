@@ -236,6 +236,7 @@ class Settings(BaseSettings):
     rule_files: tuple[Path, ...] = ()
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    policy: Path | None = None  # the inter-VM policy file (see appliance.policy.model)
 
     @classmethod
     def settings_customise_sources(

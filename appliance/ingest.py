@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 from .config import Settings
-from .enrich import Inventory
 from .errors import ConfigError
 from .eve.checkpoint import Checkpoint, CheckpointStore
 from .eve.reader import EveReader
 from .outputs import EveFileSink
 from .pipeline import Pipeline, PipelineCounters
+from .policy.model import load_policy
+from .policy.runner import build_checks, policy_inventory
 
 __all__ = ["ingest"]
 
@@ -65,9 +66,11 @@ def ingest(
                 log.info("removed %d bytes written after the last checkpoint", cut)
         reader = EveReader(input_path, start=saved.input if saved else None)
         rd = reader
+        policy = load_policy(settings.policy) if settings.policy else None
         pipeline = Pipeline(
             sensor=settings.sensor,
-            inventory=Inventory(settings.inventory),
+            inventory=policy_inventory(settings, policy),
+            checks=build_checks(policy) if policy else (),
             counters=counters,
             stats_extra=lambda: {"lag_bytes": rd.lag_bytes()},
         )
@@ -98,6 +101,10 @@ def ingest(
             if idle_exit is not None and now - last_data >= idle_exit:
                 break
             time.sleep(poll_interval)
+        held = pipeline.flush()  # findings whose counts were still growing
+        if held:
+            sink.write(held)
+            dirty = True
         if dirty:
             commit()
     finally:

@@ -32,3 +32,23 @@ def test_resumes_where_it_stopped(tmp_path: Path) -> None:
 def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such EVE file"):
         ingest(load_settings(), tmp_path / "nope.json", tmp_path / "o", state_dir=tmp_path)
+
+
+def test_policy_findings_in_ingested_output(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("default_action: alert\ngroups: {web: {cidrs: [10.0.0.0/24]}}\n"
+                      "rules: [{id: web-dns, from: web, to: web, proto: udp, ports: [53], "
+                      "action: allow}]\n")
+    src, out = tmp_path / "eve.json", tmp_path / "out.json"
+    src.write_bytes(b"".join(orjson.dumps({
+        "timestamp": f"2026-11-26T10:00:0{i}.000000+0000", "event_type": "flow",
+        "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2", "proto": proto, "dest_port": port,
+        "src_port": 5000 + i}) + b"\n" for i, (proto, port) in enumerate(
+            [("UDP", 53), ("TCP", 445), ("TCP", 445)])))
+    settings = load_settings(policy=policy)
+    ingest(settings, src, out, state_dir=tmp_path / "state")
+    recs = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    policy_recs = [r for r in recs if r["event_type"] == "policy"]
+    assert {r["policy"]["rule_id"] for r in policy_recs} == {"default"}
+    assert {r["dest_port"] for r in policy_recs} == {445}
+    assert policy_recs[-1]["policy"]["count"] == 2  # the held-back count, flushed at the end
