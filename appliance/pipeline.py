@@ -322,6 +322,12 @@ class Pipeline:
                 out.append(self._finding_line(finding, rec, src, dest))
         return out
 
+    def emit(self, findings: Iterable[Mapping[str, Any]]) -> list[bytes]:
+        """Output lines for findings made outside the EVE stream (the L2 sniffer's checks)."""
+        out = [self._finding_line(f, {}, None, None) for f in findings]
+        self.counters.records_out += len(out)
+        return out
+
     def flush(self) -> list[bytes]:
         """The findings checks held back (growing counts); call once the input is drained."""
         out: list[bytes] = []

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import VmIdentity
 from ..errors import ConfigError
 
-__all__ = ["ChecksSpec", "FirstSeenSpec", "GroupSpec", "ManagementSpec", "PolicyFile",
+__all__ = ["ChecksSpec", "FirstSeenSpec", "GroupSpec", "L2Spec", "ManagementSpec", "PolicyFile",
            "PolicyRule", "ScanSpec", "load_policy", "parse_policy"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -133,12 +133,25 @@ class FirstSeenSpec(_Model):
     learning: float = Field(default=86400.0, gt=0)
 
 
+class L2Spec(_Model):
+    """The L2 hygiene checks (fed by the L2 sniffer, live or over a capture file)."""
+
+    arp: bool = True
+    dhcp: bool = True
+    ra: bool = True
+    vlan_double_tag: bool = True
+    mac_flood_per_second: int = Field(default=50, ge=0)  # 0 turns the check off
+    dhcp_servers: tuple[str, ...] = ()  # MACs or addresses; empty: the first server seen
+    routers: tuple[str, ...] = ()  # MACs or link-local addresses; empty: the first router seen
+
+
 class ChecksSpec(_Model):
     """The hygiene checks and their settings."""
 
     scan: ScanSpec = Field(default_factory=ScanSpec)
     management: ManagementSpec = Field(default_factory=ManagementSpec)
     first_seen: FirstSeenSpec = Field(default_factory=FirstSeenSpec)
+    l2: L2Spec = Field(default_factory=L2Spec)
 
 
 class PolicyFile(_Model):

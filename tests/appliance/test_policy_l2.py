@@ -1,0 +1,81 @@
+"""L2 hygiene checks on the project's own scapy attacks: silent on benign, firing on attacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.config import VmIdentity
+from appliance.enrich import Inventory
+from appliance.policy.l2checks import L2Checks
+from appliance.policy.model import L2Spec
+from capture.l2 import ArpEvent, DhcpEvent, RaEvent, parse_frame
+from capture.pcapread import read_frames
+from lab.attacks import ATTACKS, DEV07, GATEWAY, write
+
+INVENTORY = Inventory([VmIdentity(name="dev07", macs=(DEV07.mac,), ips=(DEV07.ip,)),
+                       VmIdentity(name="gw", macs=(GATEWAY.mac,), ips=(GATEWAY.ip,))])
+
+
+def _feed(checks: L2Checks, packets: list[Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for pkt in packets:
+        event = parse_frame(bytes(pkt), float(pkt.time))
+        assert event is not None
+        out += checks.feed(event)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_silent_on_benign_fires_on_attack(name: str) -> None:
+    scenario = ATTACKS[name]()
+    checks = L2Checks(L2Spec(), INVENTORY, dedup_window=60)
+    assert _feed(checks, scenario.benign) == []
+    findings = _feed(checks, scenario.attack) + checks.flush()
+    assert findings, name
+    assert {f["policy"]["rule_id"] for f in findings} == {scenario.rule_id}
+    # Deduplicated: one finding per key, re-emitted only with its final count.
+    assert len({f["policy"]["key"] for f in findings}) == 1
+
+
+def test_arp_spoof_names_the_attacker_and_the_victim_address() -> None:
+    scenario = ATTACKS["arp_spoof"]()
+    checks = L2Checks(L2Spec(), INVENTORY, dedup_window=60)
+    _feed(checks, scenario.benign)
+    [first, final] = _feed(checks, scenario.attack) + checks.flush()
+    assert first["lateral"]["src_vm"]["name"] == "dev07"
+    assert first["src_ip"] == GATEWAY.ip
+    assert "dev07 (52:54:00:4c:00:42) claims 10.0.0.1" in first["policy"]["reason"]
+    assert "bound to gw" in first["policy"]["reason"] and "(inventory)" in first["policy"]["reason"]
+    assert final["policy"]["count"] == 5
+
+
+def test_configured_dhcp_server_and_router() -> None:
+    spec = L2Spec(dhcp_servers=(DEV07.mac,), routers=(DEV07.mac,))
+    checks = L2Checks(spec, INVENTORY, dedup_window=60)
+    dhcp, ra = ATTACKS["rogue_dhcp"](), ATTACKS["rogue_ra"]()
+    # With dev07 declared as the server and router, the "benign" ones are now the rogues.
+    assert {f["policy"]["rule_id"] for f in _feed(checks, dhcp.benign)} == {"rogue-dhcp"}
+    assert _feed(checks, dhcp.attack) == []
+    assert {f["policy"]["rule_id"] for f in _feed(checks, ra.benign)} == {"rogue-ra"}
+
+
+def test_parser_events(tmp_path: Path) -> None:
+    types = {}
+    for name in ("arp_spoof", "rogue_dhcp", "rogue_ra"):
+        path = tmp_path / f"{name}.pcap"
+        write(name, path)
+        for ts, frame in read_frames(path):
+            event = parse_frame(frame, ts)
+            types[type(event).__name__] = event
+    assert isinstance(types["ArpEvent"], ArpEvent)
+    dhcp = types["DhcpEvent"]
+    assert isinstance(dhcp, DhcpEvent) and dhcp.router is not None
+    ra = types["RaEvent"]
+    assert isinstance(ra, RaEvent) and ra.router_lifetime == 1800
+    assert parse_frame(b"\x00" * 10, 0.0) is None
+    # A truncated ARP body still yields the frame (counted), not an exception.
+    truncated = bytes(ATTACKS["arp_spoof"]().attack[0])[:20]
+    assert type(parse_frame(truncated, 0.0)).__name__ == "FrameInfo"
