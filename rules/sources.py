@@ -1,0 +1,327 @@
+"""Rule sources, fetched and merged by the real suricata-update.
+
+Lateral drives suricata-update as a subprocess with its own files, all under the rules state
+directory — never ``/etc/suricata`` or ``/var/lib/suricata``::
+
+    update/update.yaml        written by Lateral before every run (--config)
+    update/suricata.yaml      Lateral's rendered configuration (--suricata-conf), so that
+                              suricata-update disables rules for disabled app-layer parsers
+                              and unknown variables exactly as the engine would reject them
+    update/data/              --data-dir: update/sources/NAME.yaml[.disabled] (URL sources)
+    update/cache/             cache-directory: the last good copy of every URL source
+    update/dist/              an empty dist-rule-directory (unless ``dist_rules`` is on)
+    update/{enable,disable,modify,drop}.conf   the rule policy (:mod:`rules.policy`)
+    update/local-sources.json local rule files and directories added as sources
+    local/*.rules             local rules Lateral owns (always included)
+
+URL sources (``https://``, ``file://`` archives or single ``.rules`` files, with an optional
+auth header) are added and removed with ``suricata-update add-source``/``remove-source``; enabling
+and disabling renames ``NAME.yaml`` ↔ ``NAME.yaml.disabled`` as ``disable-source`` does
+(``enable-source`` only knows index sources and drops a custom URL). A source that cannot be
+fetched keeps its last good copy: suricata-update falls back to its cache, and
+:func:`fetch` reports that source as ``cached`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from appliance.config import Settings
+from appliance.engine.info import suricata_info
+from appliance.errors import EngineError, RuleError
+from appliance.render import RenderTarget, write_config
+
+from .manifest import SourceStatus
+from .policy import POLICY_FILES
+from .settings import RulesSettings
+
+__all__ = ["FetchResult", "Source", "Sources"]
+
+log = logging.getLogger("lateral.rules.sources")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$")
+_LOG = re.compile(r"^\S+ -- \S+ - <(?P<level>\w+)> -- (?P<text>.*)$")
+_FLOWBITS = re.compile(r"^Enabled (\d+) rules for flowbit dependencies")
+_CACHED = re.compile(r"^Failed to fetch (?P<url>\S+), will use latest cached version: (?P<why>.*)$")
+_FAILED = re.compile(r"^Failed to fetch (?P<url>\S+?):? (?P<why>.*)$")
+_OFFLINE = re.compile(r"^Using latest cached version of rule file: (?P<url>\S+)$")
+_NO_COPY = re.compile(r"^Can't proceed offline, source (?P<url>\S+) has not yet been downloaded")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A configured source: a URL (fetched by suricata-update) or a local path."""
+
+    name: str
+    location: str
+    kind: str  # "url" or "local"
+    enabled: bool
+    http_header: str | None = None
+
+
+@dataclass(slots=True)
+class FetchResult:
+    """What one suricata-update run produced."""
+
+    rules_file: Path
+    sources: list[SourceStatus]
+    flowbit_enabled: int = 0
+    seconds: float = 0.0
+    log: list[str] = field(default_factory=list)
+
+
+class Sources:
+    """The sources and suricata-update files under one rules state directory."""
+
+    def __init__(self, settings: Settings, rules: RulesSettings, root: Path) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.root = root
+        self.dir = root / "update"
+        self.data_dir = self.dir / "data"
+        self.cache_dir = self.dir / "cache"
+        self.local_dir = root / "local"
+        self._local_file = self.dir / "local-sources.json"
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the directories and empty policy files (idempotent)."""
+        for d in (self.dir, self.data_dir / "update" / "sources", self.cache_dir,
+                  self.dir / "dist", self.local_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in POLICY_FILES.values():
+            (self.dir / name).touch(exist_ok=True)
+
+    def _binary(self) -> str:
+        configured = self.settings.engine.suricata_update
+        found = shutil.which(configured)
+        if found is None:
+            sibling = Path(sys.executable).parent / "suricata-update"
+            if sibling.exists():
+                return str(sibling)
+            raise EngineError(f"suricata-update not found ({configured})",
+                              hint="install Lateral's dependencies: scripts/setup")
+        return found
+
+    def _run(self, args: list[str], *, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
+        argv = [self._binary(), *args, "--config", str(self.dir / "update.yaml"),
+                "--data-dir", str(self.data_dir),
+                "--suricata", str(suricata_info(self.settings.engine.suricata).path)]
+        log.debug("running %s", " ".join(argv))
+        try:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  errors="replace", timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"suricata-update did not finish within {timeout:.0f} s") from None
+        except OSError as exc:
+            raise EngineError(f"cannot run suricata-update: {exc.strerror}") from None
+
+    def _write_update_yaml(self, sources: list[Source]) -> None:
+        local = [s.location for s in sources if s.kind == "local" and s.enabled]
+        if self.rules.bundled_rules:
+            local.insert(0, str(bundled_rules_path()))
+        if any(self.local_dir.glob("*.rules")):
+            local.append(str(self.local_dir))
+        cfg: dict[str, Any] = {key: str(self.dir / name) for key, name in POLICY_FILES.items()}
+        cfg.update({"cache-directory": str(self.cache_dir), "ignore": ["*deleted.rules"],
+                    "local": local, "sources": []})
+        if not self.rules.dist_rules:
+            cfg["dist-rule-directory"] = str(self.dir / "dist")
+        if not any(s.kind == "url" and s.enabled for s in sources):
+            # Without any URL suricata-update falls back to downloading ET Open: give it an
+            # empty local file instead.
+            empty = self.dir / "no-sources.rules"
+            empty.write_text("# Lateral: no URL sources are enabled\n", encoding="utf-8")
+            cfg["sources"] = [empty.as_uri()]
+        (self.dir / "update.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+
+    # -- listing and editing ---------------------------------------------------------------
+
+    def list(self) -> list[Source]:
+        """Every configured source, URL sources first, by name."""
+        out: list[Source] = []
+        src_dir = self.data_dir / "update" / "sources"
+        if src_dir.is_dir():
+            for path in sorted(src_dir.iterdir()):
+                enabled = path.name.endswith(".yaml")
+                if not (enabled or path.name.endswith(".yaml.disabled")):
+                    continue
+                try:
+                    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+                except (OSError, yaml.YAMLError) as exc:
+                    log.warning("skipping unreadable source file %s: %s", path, exc)
+                    continue
+                out.append(Source(str(data.get("source", path.name.split(".yaml")[0])),
+                                  str(data.get("url", "")), "url", enabled,
+                                  data.get("http-header")))
+        for name, entry in sorted(self._locals().items()):
+            out.append(Source(name, str(entry["path"]), "local", bool(entry["enabled"])))
+        return out
+
+    def _locals(self) -> dict[str, dict[str, Any]]:
+        try:
+            data: dict[str, dict[str, Any]] = orjson.loads(self._local_file.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise RuleError(f"cannot read {self._local_file}: {exc}") from None
+        return data
+
+    def _save_locals(self, data: dict[str, dict[str, Any]]) -> None:
+        tmp = self._local_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        tmp.replace(self._local_file)
+
+    def get(self, name: str) -> Source:
+        """The source called ``name``; a :class:`RuleError` if there is none."""
+        for source in self.list():
+            if source.name == name:
+                return source
+        raise RuleError(f"there is no rule source {name!r}",
+                        hint="`lateral rules sources list` shows them")
+
+    def add(self, name: str, location: str, *, http_header: str | None = None) -> Source:
+        """Add a URL (``https://``, ``file://``) or a local rule file/directory as a source."""
+        self.ensure()
+        if not _NAME.match(name):
+            raise RuleError(f"{name!r} is not a valid source name (letters, digits, _ . - /)")
+        if any(s.name == name for s in self.list()):
+            raise RuleError(f"a rule source called {name!r} already exists")
+        if "://" in location:
+            self._write_update_yaml(self.list())
+            args = ["add-source", name, location]
+            if http_header:
+                args += ["--http-header", http_header]
+            proc = self._run(args, timeout=60)
+            if proc.returncode != 0:
+                raise RuleError(f"suricata-update add-source failed: {_last_error(proc)}")
+            return self.get(name)
+        if http_header:
+            raise RuleError("--http-header applies to URL sources only")
+        path = Path(location).expanduser().resolve()
+        if not path.exists():
+            raise RuleError(f"{location}: no such rule file or directory")
+        data = self._locals()
+        data[name] = {"path": str(path), "enabled": True}
+        self._save_locals(data)
+        return self.get(name)
+
+    def remove(self, name: str) -> None:
+        """Remove a source (its cached copy stays until the cache is cleaned)."""
+        source = self.get(name)
+        if source.kind == "local":
+            data = self._locals()
+            del data[name]
+            self._save_locals(data)
+            return
+        self._write_update_yaml(self.list())
+        proc = self._run(["remove-source", name], timeout=60)
+        if proc.returncode != 0:
+            raise RuleError(f"suricata-update remove-source failed: {_last_error(proc)}")
+
+    def set_enabled(self, name: str, enabled: bool) -> Source:
+        """Enable or disable a source (kept, but not fetched or merged while disabled)."""
+        source = self.get(name)
+        if source.kind == "local":
+            data = self._locals()
+            data[name]["enabled"] = enabled
+            self._save_locals(data)
+        elif source.enabled != enabled:
+            src_dir = self.data_dir / "update" / "sources"
+            on, off = src_dir / f"{_safe(name)}.yaml", src_dir / f"{_safe(name)}.yaml.disabled"
+            (off if enabled else on).rename(on if enabled else off)
+        return self.get(name)
+
+    # -- fetching --------------------------------------------------------------------------
+
+    def fetch(self, output_dir: Path, *, offline: bool = False) -> FetchResult:
+        """Run suricata-update into ``output_dir``: fetch (or take cached copies) and merge."""
+        self.ensure()
+        sources = self.list()
+        self._write_update_yaml(sources)
+        conf = write_config(self.settings, RenderTarget(log_dir=self.dir),
+                            self.dir / "suricata.yaml")
+        has_urls = any(s.kind == "url" and s.enabled for s in sources)
+        args = ["update", "--suricata-conf", str(conf), "--output", str(output_dir),
+                "--no-reload", "--no-test", "--force"]
+        if offline and has_urls:
+            args.append("--offline")
+        t0 = time.monotonic()
+        proc = self._run(args)
+        seconds = time.monotonic() - t0
+        lines = (proc.stdout + proc.stderr).splitlines()
+        statuses = _source_statuses(sources, lines, offline)
+        if proc.returncode != 0:
+            raise RuleError("suricata-update failed to build the ruleset:\n  "
+                            + "\n  ".join(_errors(lines)[-10:] or lines[-10:]))
+        merged = output_dir / "suricata.rules"
+        if not merged.is_file():
+            raise RuleError(f"suricata-update wrote no {merged}")
+        flowbits = 0
+        for text in _messages(lines):
+            if m := _FLOWBITS.match(text[1]):
+                flowbits = int(m.group(1))
+        return FetchResult(merged, statuses, flowbits, seconds, lines)
+
+
+def bundled_rules_path() -> Path:
+    """Lateral's demo rules, which the default canaries expect."""
+    return Path(__file__).resolve().parent / "bundled" / "lateral-demo.rules"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9\-_]", "-", name)
+
+
+def _messages(lines: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for line in lines:
+        if m := _LOG.match(line):
+            out.append((m["level"], m["text"]))
+    return out
+
+
+def _errors(lines: list[str]) -> list[str]:
+    return [text for level, text in _messages(lines) if level in ("Error", "Critical")]
+
+
+def _last_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = (proc.stdout + proc.stderr).splitlines()
+    errors = _errors(lines) or [line for line in lines if line.strip()]
+    return errors[-1] if errors else f"exit status {proc.returncode}"
+
+
+def _source_statuses(sources: list[Source], lines: list[str], offline: bool) -> list[SourceStatus]:
+    """Each enabled source's fate, read from suricata-update's log."""
+    fate: dict[str, tuple[str, str]] = {}
+    for _level, text in _messages(lines):
+        if m := _CACHED.match(text):
+            fate[m["url"]] = ("cached", f"fetch failed, using the last good copy: {m['why']}")
+        elif m := _NO_COPY.match(text):
+            fate[m["url"]] = ("failed", "offline and never fetched")
+        elif m := _OFFLINE.match(text):
+            fate.setdefault(m["url"], ("cached", "offline: using the last good copy"))
+        elif m := _FAILED.match(text):
+            fate.setdefault(m["url"].rstrip("."), ("failed", f"fetch failed, no copy: {m['why']}"))
+    out = []
+    for s in sources:
+        if not s.enabled:
+            continue
+        if s.kind == "local":
+            out.append(SourceStatus(s.name, s.location, "local"))
+            continue
+        state, message = fate.get(s.location, ("fetched", ""))
+        out.append(SourceStatus(s.name, s.location, state, message))
+    return out

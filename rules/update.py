@@ -1,0 +1,294 @@
+"""The update pipeline: candidate → validate → canary → activate → reload.
+
+One update, under the store's lock (a second update waits for the first):
+
+1. **fetch** — suricata-update fetches every enabled source (or takes its last good copy),
+   applies enable/disable/modify/drop and merges everything into a *staging* directory.
+2. **validate** — ``suricata -T`` with Lateral's rendered configuration
+   (:func:`appliance.validate.validate`). Rules Suricata rejects are reported with file, line,
+   sid and reason; with ``invalid_policy: drop-invalid`` just those rules are commented out and
+   the candidate is validated again, with ``refuse`` the candidate is refused.
+3. **canary** — every canary capture is replayed through the candidate (running alongside
+   validation: both mostly wait for Suricata to load the rules, and a failed validation only
+   wastes the speculative replays); a lost expected alert refuses the candidate.
+4. **activate** — the staging directory is renamed into ``versions/<id>`` and ``active`` swapped
+   to it (:class:`rules.store.RuleStore`); old versions beyond ``keep_versions`` are pruned.
+5. **reload** — with ``unix_socket`` configured, ``ruleset-reload-nonblocking``, then wait for
+   the reload time to change and read ``ruleset-stats`` (loaded/failed).
+
+A refused or failed update removes its staging directory and leaves ``active`` as it was; so does
+a crash (the lock dies with the process; the next update removes the leftover staging directory).
+Every outcome is an :class:`UpdateReport`, also appended to ``<rules state>/history.jsonl``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import shutil
+import socket as socketlib
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from appliance.config import Settings
+from appliance.engine.info import suricata_info
+from appliance.enginelog import RuleFailure
+from appliance.errors import LateralError, RuleError
+from appliance.validate import ValidationReport, validate
+
+from .canary import Canary, CanaryResult, discover, judge, run_canary
+from .manifest import DroppedRule, Manifest, RuleCounts
+from .reload import reload_engine
+from .report import StepReport, UpdateReport
+from .rule import parse, parse_file
+from .settings import RulesSettings, rules_root, rules_settings
+from .sources import Sources, bundled_rules_path
+from .store import RULES_FILE, RuleStore
+
+__all__ = ["Updater", "engine_settings"]
+
+log = logging.getLogger("lateral.rules.update")
+
+_MAX_DROP_ROUNDS = 3
+
+
+def engine_settings(settings: Settings, version_dir: Path) -> Settings:
+    """``settings`` with the classification file of a version (sources may add classtypes)."""
+    classification = version_dir / "classification.config"
+    if not classification.is_file():
+        return settings
+    engine = settings.engine.model_copy(update={"classification_file": classification})
+    return settings.model_copy(update={"engine": engine})
+
+
+class Updater:
+    """Builds, checks and activates ruleset versions for one Lateral configuration."""
+
+    def __init__(self, settings: Settings, rules: RulesSettings | None = None) -> None:
+        self.settings = settings
+        self.rules = rules if rules is not None else rules_settings(settings)
+        self.root = rules_root(settings, self.rules)
+        self.store = RuleStore(self.root, keep=self.rules.keep_versions)
+        self.sources = Sources(settings, self.rules, self.root)
+
+    def update(self, *, who: str | None = None, why: str = "", offline: bool | None = None,
+               on_step: Callable[[StepReport], None] | None = None) -> UpdateReport:
+        """Run one update; the report says what happened (refusals are not exceptions)."""
+        report = UpdateReport(who=who or _who(), why=why,
+                              started=datetime.now(UTC).isoformat(timespec="seconds"))
+        t0 = time.monotonic()
+        with self.store.locked(timeout=self.rules.lock_timeout):
+            report.previous = self.store.active_id()
+            staging = self.store.staging()
+            try:
+                self._build(staging, report, self.rules.offline if offline is None else offline,
+                            on_step)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+        report.seconds = time.monotonic() - t0
+        self._record(report)
+        return report
+
+    def rollback(self, version: str | None = None, *, who: str | None = None) -> UpdateReport:
+        """Activate ``version`` (default: the one active before the current one) and reload."""
+        report = UpdateReport(who=who or _who(), why=f"rollback to {version or 'previous'}",
+                              started=datetime.now(UTC).isoformat(timespec="seconds"))
+        t0 = time.monotonic()
+        with self.store.locked(timeout=self.rules.lock_timeout):
+            report.previous = self.store.active_id()
+            target = self.store.normalize(version) if version else self.store.previous()
+            if target is None:
+                raise RuleError("there is no previous ruleset version to roll back to",
+                                hint="`lateral rules versions` lists them")
+            self.store.activate(target)
+        report.version, report.activated = target, True
+        report.counts = self.store.manifest(target).counts
+        report.steps.append(StepReport("activate", True, time.monotonic() - t0,
+                                       f"version {target} active (was {report.previous})"))
+        if self.rules.unix_socket is not None:
+            report.reload = reload_engine(self.rules.unix_socket, self.rules.reload_timeout)
+            report.steps.append(StepReport("reload", report.reload.ok, report.reload.seconds,
+                                           report.reload.describe()))
+        report.seconds = time.monotonic() - t0
+        self._record(report)
+        return report
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def _step(self, report: UpdateReport, step: StepReport,
+              on_step: Callable[[StepReport], None] | None) -> StepReport:
+        report.steps.append(step)
+        log.info("rules update: %s", step.describe())
+        if on_step is not None:
+            on_step(step)
+        return step
+
+    def _build(self, staging: Path, report: UpdateReport, offline: bool,
+               on_step: Callable[[StepReport], None] | None) -> None:
+        t = time.monotonic()
+        fetch = self.sources.fetch(staging, offline=offline)
+        rules_file = staging / RULES_FILE
+        fetch.rules_file.replace(rules_file)
+        (staging / "update.log").write_text("\n".join(fetch.log) + "\n", encoding="utf-8")
+        report.sources = fetch.sources
+        missing = [s for s in fetch.sources if s.state == "failed"]
+        step = self._step(report, StepReport(
+            "fetch", not missing, time.monotonic() - t,
+            "; ".join(f"{s.name}: {s.state}{' (' + s.message + ')' if s.message else ''}"
+                      for s in fetch.sources)), on_step)
+        if not step.ok:
+            report.refuse(f"source(s) with no copy at all: {', '.join(s.name for s in missing)}")
+            return
+        settings = engine_settings(self.settings, staging)
+        canaries = discover(self.root / "canaries", self.rules.canaries)
+        dropped: list[RuleFailure] = []
+        with ThreadPoolExecutor(max_workers=1 + len(canaries)) as pool:
+            for _round in range(_MAX_DROP_ROUNDS + 1):
+                t = time.monotonic()
+                val_future = pool.submit(validate, settings, [rules_file])
+                canary_futures = [(c, pool.submit(run_canary, settings, c, rules_file))
+                                  for c in canaries]
+                rules = parse_file(rules_file)  # overlaps with the engine runs
+                validation = val_future.result()
+                failures = validation.rule_failures
+                if validation.ok:
+                    self._step(report, StepReport("validate", True, time.monotonic() - t,
+                               f"Suricata accepted {sum(r.enabled for r in rules)} rules",
+                               {"seconds_engine": round(validation.seconds, 2)}), on_step)
+                    break
+                _wait(canary_futures)
+                if not failures or self.rules.invalid_policy == "refuse" \
+                        or _round == _MAX_DROP_ROUNDS:
+                    report.rejected = failures
+                    self._step(report, StepReport("validate", False, time.monotonic() - t,
+                                                  _describe_rejection(validation)), on_step)
+                    report.refuse(f"Suricata rejected the candidate "
+                                  f"(invalid_policy: {self.rules.invalid_policy})")
+                    return
+                _comment_out(rules_file, failures)
+                dropped.extend(failures)
+                self._step(report, StepReport(
+                    "drop-invalid", True, time.monotonic() - t,
+                    f"commented out {len(failures)} rule(s) Suricata rejected; validating again",
+                    {"dropped": len(failures)}), on_step)
+            report.dropped = dropped
+            t = time.monotonic()
+            relevant = {r.sid for r in rules} | self._active_sids()
+            report.canaries = [judge(c, f.result(), relevant) for c, f in canary_futures]
+        bad = [c for c in report.canaries if not c.ok]
+        self._step(report, StepReport(
+            "canary", not bad, time.monotonic() - t + max(
+                (c.seconds for c in report.canaries), default=0.0),
+            "; ".join(_describe_canary(c) for c in report.canaries) or "no canaries"), on_step)
+        if bad:
+            report.refuse("a canary lost an expected alert" if any(c.lost for c in bad)
+                          else "a canary could not be replayed")
+            return
+        t = time.monotonic()
+        manifest = self._manifest(staging, rules, fetch.flowbit_enabled, report)
+        self.store.commit(staging, manifest)
+        self.store.activate(manifest.id)
+        pruned = self.store.prune()
+        report.version, report.counts, report.activated = manifest.id, manifest.counts, True
+        self._step(report, StepReport(
+            "activate", True, time.monotonic() - t,
+            f"version {manifest.id} active ({manifest.counts.enabled} rules enabled)"
+            + (f"; pruned {', '.join(pruned)}" if pruned else "")), on_step)
+        if self.rules.unix_socket is not None:
+            report.reload = reload_engine(self.rules.unix_socket, self.rules.reload_timeout)
+            self._step(report, StepReport("reload", report.reload.ok, report.reload.seconds,
+                                          report.reload.describe()), on_step)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _active_sids(self) -> set[int]:
+        active = self.store.active_id()
+        if active is None:
+            return set()
+        return {r.sid for r in parse_file(self.store.rules_file(active)) if r.enabled}
+
+    def _manifest(self, staging: Path, rules: list[Any], flowbits: int,
+                  report: UpdateReport) -> Manifest:
+        rules_file = staging / RULES_FILE
+        data = rules_file.read_bytes()
+        bundled = {r.sid for r in parse_file(bundled_rules_path())} \
+            if self.rules.bundled_rules else set()
+        local: set[int] = set()
+        for path in self.sources.local_dir.glob("*.rules"):
+            local |= {r.sid for r in parse_file(path)}
+        final = parse(data.decode("utf-8", "replace"), source=str(rules_file)) \
+            if report.dropped else rules
+        enabled = [r for r in final if r.enabled]
+        counts = RuleCounts(
+            total=len(final), enabled=len(enabled), disabled=len(final) - len(enabled),
+            flowbit_enabled=flowbits, bundled=sum(r.sid in bundled for r in enabled),
+            local=sum(r.sid in local for r in enabled), dropped=len(report.dropped))
+        try:
+            engine_version = suricata_info(self.settings.engine.suricata).version_string
+        except LateralError as exc:
+            engine_version = f"unknown ({exc.message})"
+        return Manifest(
+            id=self.store.next_id(), created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created_by=report.who, reason=report.why, sha256=hashlib.sha256(data).hexdigest(),
+            counts=counts, sources=tuple(report.sources),
+            dropped=tuple(DroppedRule(f.file, f.line, f.sid, f.reason) for f in report.dropped),
+            parent=report.previous, suricata=engine_version)
+
+    def _record(self, report: UpdateReport) -> None:
+        try:
+            with (self.root / "history.jsonl").open("ab") as fh:
+                fh.write(orjson.dumps(report.summary()) + b"\n")
+        except OSError as exc:
+            log.warning("could not record the update in history.jsonl: %s", exc.strerror)
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socketlib.gethostname()}"
+
+
+def _wait(futures: list[tuple[Canary, Future[CanaryResult]]]) -> None:
+    for _canary, future in futures:
+        future.result()
+
+
+def _comment_out(rules_file: Path, failures: list[RuleFailure]) -> None:
+    """Comment out the rejected rules in place (line numbers stay the same)."""
+    lines = rules_file.read_text(encoding="utf-8").split("\n")
+    for f in failures:
+        index = f.line - 1
+        if 0 <= index < len(lines) and not lines[index].lstrip().startswith("#"):
+            lines[index] = "#" + lines[index]
+        else:
+            log.warning("rejected rule %s is not at %s:%d", f.sid, rules_file, f.line)
+    tmp = rules_file.with_name(f".{rules_file.name}.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(rules_file)
+
+
+def _describe_rejection(validation: ValidationReport) -> str:
+    if validation.rule_failures:
+        return f"Suricata rejected {len(validation.rule_failures)} rule(s): " + "; ".join(
+            str(f) for f in validation.rule_failures[:20])
+    return "Suricata rejected the configuration: " + "; ".join(validation.errors[-5:])
+
+
+def _describe_canary(c: CanaryResult) -> str:
+    if c.error:
+        return f"{c.name}: replay failed: {c.error}"
+    if c.lost:
+        return f"{c.name}: LOST " + ", ".join(
+            f"sid {sid} ({seen}/{exp})" for sid, (exp, seen) in c.lost.items())
+    skipped = f", {len(c.skipped)} skipped (not in any ruleset)" if c.skipped else ""
+    return f"{c.name}: ok{skipped}"

@@ -1,0 +1,162 @@
+"""The update pipeline with the real suricata-update and Suricata, on small rulesets (the bundled
+demo rules plus local rules), so each update costs about two seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.config import Settings
+from rules import RulesSettings, Updater, parse_file
+from rules.policy import add_entry
+
+from .conftest import write_local_rules
+
+pytestmark = pytest.mark.suricata
+
+BAD_RULE = 'alert tcp any any -> any any (msg:"LOCAL bad"; nosuchkeyword:1; sid:9000002; rev:1;)\n'
+GOOD_RULE = 'alert tcp any any -> any 4444 (msg:"LOCAL good"; sid:9000001; rev:1;)\n'
+
+
+def _active_sids(updater: Updater) -> set[int]:
+    return {r.sid for r in parse_file(updater.store.active_rules) if r.enabled}
+
+
+def test_first_update_activates_bundled_rules(settings: Settings) -> None:
+    updater = Updater(settings)
+    report = updater.update(why="first")
+    assert report.activated and report.version == "000001" and report.previous is None
+    assert [s.name for s in report.steps] == ["fetch", "validate", "canary", "activate"]
+    assert all(s.ok for s in report.steps)
+    assert {c.name for c in report.canaries} == {"builtin/sample", "builtin/tcp_split"}
+    assert all(c.ok and not c.skipped for c in report.canaries)
+    manifest = updater.store.manifest("1")
+    assert manifest.counts.enabled == manifest.counts.bundled == 8
+    assert manifest.created_by and manifest.reason == "first"
+    assert len(manifest.sha256) == 64
+    assert os.readlink(updater.root / "active") == "versions/000001"
+    assert (updater.root / "history.jsonl").read_text().count("\n") == 1
+
+
+def test_invalid_rule_is_dropped_with_its_reason(settings: Settings) -> None:
+    updater = Updater(settings)
+    write_local_rules(updater, "local.rules", GOOD_RULE + BAD_RULE)
+    report = updater.update()
+    assert report.activated, report.refused
+    assert [s.name for s in report.steps][:4] == ["fetch", "drop-invalid", "validate", "canary"]
+    [dropped] = report.dropped
+    assert dropped.sid == 9000002 and "nosuchkeyword" in dropped.reason
+    assert dropped.file.endswith("lateral.rules") and dropped.line > 0
+    manifest = updater.store.manifest(report.version or "")
+    assert manifest.counts.dropped == 1 and manifest.counts.local == 1
+    assert manifest.dropped[0].sid == 9000002
+    assert 9000001 in _active_sids(updater) and 9000002 not in _active_sids(updater)
+
+
+def test_invalid_rule_refuses_the_candidate_under_refuse(settings: Settings) -> None:
+    updater = Updater(settings, RulesSettings(invalid_policy="refuse"))
+    first = updater.update()
+    assert first.activated
+    write_local_rules(updater, "local.rules", GOOD_RULE + BAD_RULE)
+    report = updater.update()
+    assert not report.activated and report.refused and "refuse" in report.refused
+    [rejected] = report.rejected
+    assert rejected.sid == 9000002 and "nosuchkeyword" in rejected.reason
+    assert updater.store.active_id() == first.version
+    assert updater.store.version_ids() == [first.version]
+    assert not list(updater.store.versions_dir.glob(".staging-*"))
+
+
+def test_lost_canary_alert_blocks_activation(settings: Settings) -> None:
+    updater = Updater(settings)
+    first = updater.update()
+    add_entry(updater.sources.dir, "disable", "1000001")
+    report = updater.update(why="disable the traversal rule")
+    assert not report.activated and "canary" in (report.refused or "")
+    lost = {c.name: c.lost for c in report.canaries}
+    assert lost["builtin/sample"] == {1000001: (1, 0)}
+    assert lost["builtin/tcp_split"] == {1000001: (1, 0)}
+    assert updater.store.active_id() == first.version
+    assert 1000001 in _active_sids(updater)
+
+
+def test_rollback_restores_the_previous_version(settings: Settings) -> None:
+    updater = Updater(settings)
+    first = updater.update()
+    write_local_rules(updater, "local.rules", GOOD_RULE)
+    second = updater.update()
+    assert second.activated and 9000001 in _active_sids(updater)
+    report = updater.rollback()
+    assert report.version == first.version and report.previous == second.version
+    assert updater.store.active_id() == first.version
+    assert 9000001 not in _active_sids(updater)
+    assert updater.rollback(second.version).version == second.version
+
+
+def test_concurrent_updates_run_one_after_the_other(settings: Settings) -> None:
+    reports = []
+
+    def run(n: int) -> None:
+        reports.append(Updater(settings).update(why=f"thread {n}"))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first, second = sorted(reports, key=lambda r: r.version or "")
+    assert (first.version, second.version) == ("000001", "000002")
+    assert first.previous is None and second.previous == "000001"
+    assert first.activated and second.activated
+
+
+def _slow_validation_engine(tmp_path: Path) -> Path:
+    """A `suricata` that announces `-T` (validation) and then takes 60 s before running it."""
+    wrapper = tmp_path / "suricata-slow-T"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do if [ "$a" = "-T" ]; then touch "$LATERAL_TEST_MARK"; sleep 60; fi; '
+        "done\n"
+        'exec suricata "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_killed_updater_leaves_the_active_version_intact(settings: Settings,
+                                                         tmp_path: Path) -> None:
+    updater = Updater(settings)
+    first = updater.update()
+    write_local_rules(updater, "local.rules", GOOD_RULE)
+    mark = tmp_path / "validating"
+    code = ("import sys\nfrom pathlib import Path\nfrom appliance.config import Settings\n"
+            "from rules import Updater\n"
+            "Updater(Settings(state_dir=Path(sys.argv[1]), engine={'suricata': sys.argv[2]}))"
+            ".update(why='to be killed')\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(settings.state_dir),
+         str(_slow_validation_engine(tmp_path))],
+        env={**os.environ, "LATERAL_TEST_MARK": str(mark)}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not mark.exists():
+            assert proc.poll() is None, "the updater ended before validating"
+            assert time.monotonic() < deadline, "validation never started"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the updater and its engine, mid-validation
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert updater.store.active_id() == first.version
+    assert 9000001 not in _active_sids(updater)
+    assert list(updater.store.versions_dir.glob(".staging-*"))  # the half-built candidate
+    report = updater.update(why="after the crash")
+    assert report.activated and report.version == "000002"
+    assert 9000001 in _active_sids(updater)
+    assert not list(updater.store.versions_dir.glob(".staging-*"))
