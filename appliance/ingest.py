@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .config import Settings
 from .errors import ConfigError
@@ -41,6 +43,7 @@ def ingest(
     poll_interval: float = 0.05,
     stop: threading.Event | None = None,
     counters_out: list[PipelineCounters] | None = None,
+    side: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> PipelineCounters:
     """Run ``input_path`` through the pipeline into ``output_path``; return the counters."""
     if not follow and not input_path.exists():
@@ -90,6 +93,10 @@ def ingest(
                 sink.write(pipeline.process(lines))
                 dirty = True
                 last_data = now
+            extra = side() if side is not None else None
+            if extra:  # findings from outside the EVE stream (the L2 sniffer)
+                sink.write(pipeline.emit(extra))
+                dirty = True
             if dirty and (not lines or now - last_commit >= checkpoint_interval):
                 commit()
                 dirty = False
@@ -101,7 +108,8 @@ def ingest(
             if idle_exit is not None and now - last_data >= idle_exit:
                 break
             time.sleep(poll_interval)
-        held = pipeline.flush()  # findings whose counts were still growing
+        held = pipeline.emit(side()) if side is not None else []
+        held += pipeline.flush()  # findings whose counts were still growing
         if held:
             sink.write(held)
             dirty = True

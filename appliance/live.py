@@ -25,7 +25,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from capture.l2 import parse_frame
 from capture.nic import prepare_nic
+from capture.sniffer import L2Sniffer
 
 from .config import Settings
 from .engine.info import suricata_info
@@ -34,6 +36,9 @@ from .engine.supervisor import Supervisor
 from .errors import EngineError, LateralError, RuleError, SocketError
 from .ingest import ingest
 from .pipeline import PipelineCounters
+from .policy.l2checks import L2Checks
+from .policy.model import load_policy
+from .policy.runner import policy_inventory
 from .render import RenderTarget, write_config
 from .replay import bundled_rules, resolve_rule_files
 from .validate import validate
@@ -119,6 +124,7 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
     supervisor = Supervisor(argv, socket_path=paths.socket,
                             ready_timeout=settings.engine.startup_timeout)
     eve_out = settings.output.eve or settings.state_dir / "eve.json"
+    l2 = _L2Thread.for_settings(settings, interface)
     counters_box: list[PipelineCounters] = []
     ingest_stop = threading.Event()
     failure: list[BaseException] = []
@@ -127,7 +133,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
         try:
             counters_box.append(ingest(settings, paths.engine_logs / "eve.json", eve_out,
                                        state_dir=paths.ingest, follow=True, stop=ingest_stop,
-                                       counters_out=counters_box))
+                                       counters_out=counters_box,
+                                       side=l2.take if l2 is not None else None))
         except BaseException as exc:  # reported by the main thread, which stops the appliance
             failure.append(exc)
             stop.set()
@@ -140,6 +147,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
         log.info("Suricata running on %s (pid %s); EVE output %s", interface, supervisor.pid,
                  eve_out)
         worker.start()
+        if l2 is not None:
+            l2.start()
         def give_up(exc: EngineError) -> None:
             failure.append(exc)
             stop.set()
@@ -156,6 +165,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
                     next_status = time.monotonic() + settings.output.stats_every
     finally:
         _restore_signals(previous)
+        if l2 is not None:
+            l2.stop()
         supervisor.stop()
         # Let the pipeline catch up with what the engine flushed on the way out, then stop it.
         time.sleep(0.5)
@@ -168,6 +179,63 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
             raise exc
         raise EngineError(f"the pipeline stopped: {type(exc).__name__}: {exc}")
     return counters_box[-1] if counters_box else PipelineCounters()
+
+
+class _L2Thread:
+    """The L2 sniffer and its checks on a thread; findings wait in a queue for the pipeline."""
+
+    def __init__(self, sniffer: L2Sniffer, checks: L2Checks) -> None:
+        self.sniffer = sniffer
+        self.checks = checks
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lateral-l2", daemon=True)
+        self.malformed = 0
+
+    @classmethod
+    def for_settings(cls, settings: Settings, interface: str) -> _L2Thread | None:
+        if settings.policy is None:
+            return None
+        policy = load_policy(settings.policy)
+        spec = policy.checks.l2
+        if not (spec.arp or spec.dhcp or spec.ra or spec.vlan_double_tag
+                or spec.mac_flood_per_second):
+            return None
+        checks = L2Checks(spec, policy_inventory(settings, policy), policy.dedup_window)
+        return cls(L2Sniffer(interface), checks)
+
+    def start(self) -> None:
+        log.info("L2 sniffer on %s (ARP, DHCP, RA, VLAN tags, broadcasts)",
+                 self.sniffer.interface)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            findings: list[dict[str, Any]] = []
+            for ts, frame in self.sniffer.read(timeout=0.2):
+                event = parse_frame(frame, ts)
+                if event is None:
+                    self.malformed += 1
+                    continue
+                findings += self.checks.feed(event)
+            if findings:
+                log.debug("L2 checks: %d finding(s)", len(findings))
+                with self._lock:
+                    self._pending.extend(findings)
+
+    def take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out, self._pending = self._pending, []
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+        self.sniffer.close()
+        with self._lock:
+            self._pending.extend(self.checks.flush())
 
 
 def _reload(sock: SuricataSocket) -> None:

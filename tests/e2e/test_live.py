@@ -155,6 +155,71 @@ def test_live_alert_names_both_vms(tmp_path: Path, lab: Lab) -> None:
     assert orjson.loads(orjson.dumps(records)) == records
 
 
+def _start(cfg: Path) -> tuple[subprocess.Popen[bytes], list[str], threading.Thread]:
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.append(line.decode(errors="replace"))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    _wait_for(lambda: any("Engine started" in x for x in log) or proc.poll() is not None,
+              180, "Suricata to start")
+    assert proc.poll() is None, "".join(log)
+    return proc, log, reader
+
+
+def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_live_arp_spoofing_from_a_guest(tmp_path: Path, lab: Lab) -> None:
+    """The L2 sniffer beside Suricata: dev07 claims the gateway's address."""
+    gw_mac = "52:54:00:77:00:01"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "vms:\n"
+        f"  - {{name: gw, macs: ['{gw_mac}'], ips: [10.77.0.1]}}\n"
+        "checks:\n  scan: {enabled: false}\n")
+    cfg = _config(tmp_path, lab, lab.port_a)
+    cfg.write_text(cfg.read_text() + f"policy: {policy}\n")
+    proc, log, reader = _start(cfg)
+    out = tmp_path / "state" / "eve.json"
+    try:
+        spoof = ("from scapy.all import ARP, Ether, sendp, get_if_hwaddr\n"
+                 "mac = get_if_hwaddr('eth0')\n"
+                 "sendp([Ether(src=mac, dst='ff:ff:ff:ff:ff:ff') / ARP(op=2, hwsrc=mac, "
+                 f"psrc='10.77.0.1', pdst='{lab.ip_b}')] * 3, iface='eth0', verbose=False)\n")
+        subprocess.run(["ip", "netns", "exec", lab.ns_a, sys.executable, "-c", spoof],
+                       check=True, timeout=60)
+        try:
+            _wait_for(lambda: out.exists() and b"arp-spoof" in out.read_bytes(), 30,
+                      "the ARP spoofing finding")
+        except AssertionError:
+            raise AssertionError("".join(log[-30:])) from None
+    finally:
+        _stop(proc, reader)
+    assert proc.returncode == 0, "".join(log)
+    findings = [r for r in read_eve(out) if r["event_type"] == "policy"]
+    assert {f["policy"]["rule_id"] for f in findings} == {"arp-spoof"}
+    assert "claims 10.77.0.1" in findings[0]["policy"]["reason"]
+    assert "bound to gw" in findings[0]["policy"]["reason"]
+    assert findings[-1]["policy"]["count"] == 3  # one finding, counted, not three
+
+
 def test_missing_capture_nic_is_a_clear_error(tmp_path: Path) -> None:
     lab = Lab()
     cfg = _config(tmp_path, lab, "nosuchnic0")

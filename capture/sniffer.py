@@ -1,0 +1,112 @@
+"""The live L2 sniffer: a low-rate AF_PACKET socket on the capture NIC.
+
+Suricata does not log ARP, DHCP server messages, router advertisements or VLAN tagging games, so
+a second, small socket on the capture NIC takes just those frames — a classic BPF filter
+(compiled by ``tcpdump -ddd``) runs in the kernel so the rest of the mirror never reaches Python:
+ARP, DHCP, ICMPv6 router advertisements, VLAN-tagged frames and broadcasts (MAC floods are).
+Frames go to :func:`capture.l2.parse_frame`; the caller feeds the events to the L2 checks.
+Without tcpdump the filter is skipped and a warning says so (the parser ignores what it does not
+need, at a higher CPU cost).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from types import TracebackType
+
+from appliance.errors import CaptureError
+
+__all__ = ["L2_FILTER", "L2Sniffer", "compile_bpf"]
+
+log = logging.getLogger("lateral.capture.sniffer")
+
+L2_FILTER = ("arp or (udp and (port 67 or port 68)) or (icmp6 and ip6[40] == 134) or vlan "
+             "or ether broadcast")
+_ETH_P_ALL = 0x0003
+_SO_ATTACH_FILTER = 26
+_PACKET_OUTGOING = 4
+
+
+def compile_bpf(expression: str) -> list[tuple[int, int, int, int]] | None:
+    """Classic BPF instructions for ``expression`` (via ``tcpdump -ddd``); None without tcpdump."""
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump is None:
+        return None
+    proc = subprocess.run([tcpdump, "-ddd", "-y", "EN10MB", expression], capture_output=True,
+                          text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        raise CaptureError(f"invalid BPF filter {expression!r}: {proc.stderr.strip()}")
+    lines = proc.stdout.split()
+    count = int(lines[0])
+    values = [int(x) for x in lines[1:]]
+    return [tuple(values[i:i + 4]) for i in range(0, count * 4, 4)]  # type: ignore[misc]
+
+
+class L2Sniffer:
+    """Receives the filtered frames of one interface."""
+
+    def __init__(self, interface: str, *, expression: str = L2_FILTER,
+                 max_frame: int = 65535) -> None:
+        self.interface = interface
+        self.max_frame = max_frame
+        self.frames = 0
+        try:
+            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                                       socket.htons(_ETH_P_ALL))
+        except PermissionError:
+            raise CaptureError("not allowed to open a packet socket for the L2 sniffer",
+                               hint="run as root or give Lateral CAP_NET_RAW") from None
+        try:
+            program = compile_bpf(expression)
+            if program is None:
+                log.warning("tcpdump not found: the L2 sniffer runs without a kernel filter")
+            else:
+                self._attach(program)
+            self._sock.bind((interface, 0))
+        except OSError as exc:
+            self._sock.close()
+            raise CaptureError(f"L2 sniffer cannot use {interface}: {exc.strerror}") from None
+        except CaptureError:
+            self._sock.close()
+            raise
+        self._sock.setblocking(False)
+
+    def _attach(self, program: list[tuple[int, int, int, int]]) -> None:
+        insns = b"".join(struct.pack("HBBI", *insn) for insn in program)
+        self._filter_buf = ctypes.create_string_buffer(insns)  # must outlive the setsockopt
+        fprog = struct.pack("HL", len(program), ctypes.addressof(self._filter_buf))
+        self._sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+
+    def read(self, timeout: float = 0.5, max_frames: int = 10_000) -> list[tuple[float, bytes]]:
+        """Frames received within ``timeout`` (at most ``max_frames``), with their time."""
+        ready, _, _ = select.select([self._sock], [], [], timeout)
+        out: list[tuple[float, bytes]] = []
+        if not ready:
+            return out
+        while len(out) < max_frames:
+            try:
+                frame, addr = self._sock.recvfrom(self.max_frame)
+            except BlockingIOError:
+                break
+            if addr[2] == _PACKET_OUTGOING:
+                continue
+            out.append((time.time(), frame))
+        self.frames += len(out)
+        return out
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> L2Sniffer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
