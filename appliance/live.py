@@ -25,9 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from capture.l2 import parse_frame
 from capture.nic import prepare_nic
-from capture.sniffer import L2Sniffer
+from capture.sniffer import L2_FILTER, L2Sniffer
 
 from .config import Settings
 from .engine.info import suricata_info
@@ -191,7 +190,6 @@ class _L2Thread:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lateral-l2", daemon=True)
-        self.malformed = 0
 
     @classmethod
     def for_settings(cls, settings: Settings, interface: str) -> _L2Thread | None:
@@ -203,7 +201,9 @@ class _L2Thread:
                 or spec.mac_flood_per_second):
             return None
         checks = L2Checks(spec, policy_inventory(settings, policy), policy.dedup_window)
-        return cls(L2Sniffer(interface), checks)
+        ports = " or ".join(f"port {p}" for p in sorted(checks.tcp_ports))
+        expression = L2_FILTER + (f" or (tcp and ({ports}))" if ports else "")
+        return cls(L2Sniffer(interface, expression=expression), checks)
 
     def start(self) -> None:
         log.info("L2 sniffer on %s (ARP, DHCP, RA, VLAN tags, broadcasts)",
@@ -212,13 +212,7 @@ class _L2Thread:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            findings: list[dict[str, Any]] = []
-            for ts, frame in self.sniffer.read(timeout=0.2):
-                event = parse_frame(frame, ts)
-                if event is None:
-                    self.malformed += 1
-                    continue
-                findings += self.checks.feed(event)
+            findings = self.checks.feed_frames(self.sniffer.read(timeout=0.2))
             if findings:
                 log.debug("L2 checks: %d finding(s)", len(findings))
                 with self._lock:

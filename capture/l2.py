@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import dpkt
 
-__all__ = ["ArpEvent", "DhcpEvent", "FrameInfo", "L2Event", "RaEvent", "mac_str", "parse_frame"]
+__all__ = ["ArpEvent", "DhcpEvent", "FrameInfo", "L2Event", "RaEvent", "TcpPayload", "mac_str",
+           "parse_frame"]
 
 _ETH_ARP = 0x0806
 _ETH_IP = 0x0800
@@ -73,7 +74,19 @@ class RaEvent:
     prefixes: tuple[str, ...]
 
 
-L2Event = FrameInfo | ArpEvent | DhcpEvent | RaEvent
+@dataclass(frozen=True, slots=True)
+class TcpPayload:
+    """A TCP segment with data on one of the cleartext-login ports the caller asked for."""
+
+    frame: FrameInfo
+    src_ip: str
+    dst_ip: str
+    sport: int
+    dport: int
+    payload: bytes
+
+
+L2Event = FrameInfo | ArpEvent | DhcpEvent | RaEvent | TcpPayload
 
 
 def _ip4(raw: bytes) -> str:
@@ -84,8 +97,12 @@ def _ip6(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw)
 
 
-def parse_frame(frame: bytes, ts: float) -> L2Event | None:
-    """Parse one Ethernet frame; None for frames too short to carry an Ethernet header."""
+def parse_frame(frame: bytes, ts: float, tcp_ports: frozenset[int] = frozenset()
+                ) -> L2Event | None:
+    """Parse one Ethernet frame; None for frames too short to carry an Ethernet header.
+
+    TCP segments with data to or from one of ``tcp_ports`` come back as :class:`TcpPayload`.
+    """
     if len(frame) < 14:
         return None
     vlans: list[int] = []
@@ -104,11 +121,39 @@ def parse_frame(frame: bytes, ts: float) -> L2Event | None:
             ihl = (payload[0] & 0x0F) * 4
             if len(payload) >= ihl + 8 and struct.unpack_from("!H", payload, ihl)[0] == 67:
                 return _dhcp(info, payload) or info
+        if tcp_ports and ethertype in (_ETH_IP, _ETH_IP6):
+            return _tcp(info, ethertype, payload, tcp_ports) or info
         if ethertype == _ETH_IP6 and len(payload) >= 41 and payload[6] == 58 and payload[40] == 134:
             return _ra(info, payload) or info
     except (dpkt.UnpackError, struct.error, ValueError, IndexError):
         return info  # a malformed body: the frame itself still counts
     return info
+
+
+def _tcp(info: FrameInfo, ethertype: int, payload: bytes, ports: frozenset[int]
+         ) -> TcpPayload | None:
+    if ethertype == _ETH_IP:
+        if len(payload) < 40 or payload[9] != 6:
+            return None
+        ihl = (payload[0] & 0x0F) * 4
+        total = struct.unpack_from("!H", payload, 2)[0]
+        src, dst = _ip4(payload[12:16]), _ip4(payload[16:20])
+        seg = payload[ihl:total]
+    else:
+        if len(payload) < 60 or payload[6] != 6:  # TCP directly after the fixed header only
+            return None
+        plen = struct.unpack_from("!H", payload, 4)[0]
+        src, dst = _ip6(payload[8:24]), _ip6(payload[24:40])
+        seg = payload[40:40 + plen]
+    if len(seg) < 20:
+        return None
+    sport, dport = struct.unpack_from("!HH", seg, 0)
+    if sport not in ports and dport not in ports:
+        return None
+    data = seg[(seg[12] >> 4) * 4:]
+    if not data:
+        return None
+    return TcpPayload(info, src, dst, sport, dport, bytes(data))
 
 
 def _arp(info: FrameInfo, payload: bytes) -> ArpEvent | None:

@@ -11,18 +11,23 @@ Sans-I/O: :meth:`L2Checks.feed` takes one :mod:`capture.l2` event and returns fi
 - **Rogue IPv6 router advertisements**: an RA from a MAC not in ``routers`` (same learning rule).
 - **MAC flooding**: more than ``per_second`` new source MACs in one second.
 - **VLAN double-tagging**: a frame carrying two or more 802.1Q/802.1ad tags.
+- **Cleartext credentials** (:mod:`.cleartext`): logins over FTP, telnet, POP3, IMAP, HTTP Basic.
 
 Findings are deduplicated per (check, MAC, address) like the flow checks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from capture.l2 import ArpEvent, DhcpEvent, FrameInfo, L2Event, RaEvent
+from capture.l2 import ArpEvent, DhcpEvent, FrameInfo, L2Event, RaEvent, TcpPayload, parse_frame
+from capture.pcapread import read_frames
 
 from ..enrich import Inventory
+from .cleartext import CleartextCredentials
 from .dedup import Deduper
 from .model import L2Spec
 
@@ -49,10 +54,14 @@ class L2Checks:
                     self.bindings[ip] = (vm.macs[0], "inventory")
         self.dhcp_servers = {s.lower() for s in spec.dhcp_servers}
         self.routers = {r.lower() for r in spec.routers}
+        self.cleartext = (CleartextCredentials(inventory, dedup_window, dict(spec.cleartext_ports))
+                          if spec.cleartext else None)
+        self.tcp_ports = self.cleartext.tcp_ports if self.cleartext else frozenset()
         self._macs_seen: set[str] = set()
         self._second = -1
         self._new_in_second = 0
         self.events = 0
+        self.malformed = 0
 
     def feed(self, event: L2Event) -> list[dict[str, Any]]:
         self.events += 1
@@ -64,10 +73,34 @@ class L2Checks:
             out += self._dhcp(event)
         elif isinstance(event, RaEvent) and self.spec.ra:
             out += self._ra(event)
+        elif isinstance(event, TcpPayload) and self.cleartext is not None:
+            out += self.cleartext.feed(event)
         return out
 
+    def feed_frames(self, frames: Iterable[tuple[float, bytes]]) -> list[dict[str, Any]]:
+        """Parse and feed raw frames; frames too short to parse are counted as malformed."""
+        out: list[dict[str, Any]] = []
+        ports = self.tcp_ports
+        for ts, frame in frames:
+            event = parse_frame(frame, ts, ports)
+            if event is None:
+                self.malformed += 1
+                continue
+            out += self.feed(event)
+        return out
+
+    def feed_captures(self, paths: Iterable[Path]) -> list[dict[str, Any]]:
+        """Run the checks over capture files (a replay's L2 pass); flushes at the end."""
+        out: list[dict[str, Any]] = []
+        for path in paths:
+            out += self.feed_frames(read_frames(path))
+        return out + self.flush()
+
     def flush(self) -> list[dict[str, Any]]:
-        return self.dedup.flush()
+        held = self.dedup.flush()
+        if self.cleartext is not None:
+            held += self.cleartext.flush()
+        return held
 
     # ------------------------------------------------------------ findings
 

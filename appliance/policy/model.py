@@ -133,6 +133,11 @@ class FirstSeenSpec(_Model):
     learning: float = Field(default=86400.0, gt=0)
 
 
+_LoginProto = Literal["ftp", "telnet", "pop3", "imap", "http"]
+_LOGIN_PORTS: dict[int, _LoginProto] = {21: "ftp", 23: "telnet", 110: "pop3", 143: "imap",
+                                        80: "http", 8080: "http", 8000: "http", 8008: "http"}
+
+
 class L2Spec(_Model):
     """The L2 hygiene checks (fed by the L2 sniffer, live or over a capture file)."""
 
@@ -143,6 +148,8 @@ class L2Spec(_Model):
     mac_flood_per_second: int = Field(default=50, ge=0)  # 0 turns the check off
     dhcp_servers: tuple[str, ...] = ()  # MACs or addresses; empty: the first server seen
     routers: tuple[str, ...] = ()  # MACs or link-local addresses; empty: the first router seen
+    cleartext: bool = True
+    cleartext_ports: dict[int, _LoginProto] = Field(default_factory=lambda: dict(_LOGIN_PORTS))
 
 
 class ChecksSpec(_Model):
