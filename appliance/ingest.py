@@ -70,10 +70,11 @@ def ingest(
         reader = EveReader(input_path, start=saved.input if saved else None)
         rd = reader
         policy = load_policy(settings.policy) if settings.policy else None
+        inventory = policy_inventory(settings, policy)
         pipeline = Pipeline(
             sensor=settings.sensor,
-            inventory=policy_inventory(settings, policy),
-            checks=build_checks(policy) if policy else (),
+            inventory=inventory,
+            checks=build_checks(policy, inventory) if policy else (),
             counters=counters,
             stats_extra=lambda: {"lag_bytes": rd.lag_bytes()},
         )

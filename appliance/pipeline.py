@@ -381,7 +381,7 @@ def _head_fields(rec: _Head) -> dict[str, Any]:
             "proto": rec.proto, "tx_id": rec.tx_id, "pcap_cnt": rec.pcap_cnt,
             "in_iface": rec.in_iface, "vlan": rec.vlan, "alert": rec.alert,
             "flow_id": rec.flow_id, "app_proto": rec.app_proto,
-            "community_id": rec.community_id}
+            "community_id": rec.community_id, "ether": rec.ether}
 
 
 def _splice(raw: bytes, lat: dict[str, Any]) -> bytes:

@@ -4,6 +4,9 @@
   (one source, many targets) within a window of record time.
 - :class:`ManagementCheck`: guests reaching the management plane — the hypervisor, vCenter,
   libvirt, OVSDB, IPMI ports on management addresses — except from the groups allowed to.
+- :class:`SpoofCheck`: a VM sending from an address bound to another VM, or from an address
+  not bound to it (the inventory's MAC ↔ address bindings; a MAC the inventory does not know,
+  such as a router's for routed traffic, is not judged).
 - :class:`FirstSeenCheck`: after a learning period, a VM pair or a service (address, port) never
   seen before.
 
@@ -17,10 +20,11 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from ..enrich import Inventory
 from .dedup import Deduper, record_time
 from .model import ManagementSpec, PolicyFile, ScanSpec
 
-__all__ = ["FirstSeenCheck", "ManagementCheck", "ScanCheck"]
+__all__ = ["FirstSeenCheck", "ManagementCheck", "ScanCheck", "SpoofCheck"]
 
 
 def _end(vm: Mapping[str, Any] | None, ip: Any) -> str:
@@ -207,6 +211,57 @@ class FirstSeenCheck:
                                                       f"{dest}|{service[1]}|{service[2]}",
                                                       src_vm, dest_vm))
         return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        return self.dedup.flush()
+
+
+class SpoofCheck:
+    """IP spoofing: the flow's source MAC is one VM's, its source address is not that VM's."""
+
+    name = "spoof"
+    event_types = frozenset({"flow"})
+    needs_full_record = False
+
+    def __init__(self, inventory: Inventory, dedup_window: float) -> None:
+        self.inventory = inventory
+        self.dedup = Deduper(dedup_window)
+        self._ips_of: dict[str, frozenset[str]] = {}
+        for vm in inventory.vms:
+            for mac in vm.macs:
+                self._ips_of[mac] = frozenset(vm.ips)
+
+    def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
+              dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        ether = rec.get("ether")
+        if type(ether) is not dict:
+            return []
+        macs = ether.get("src_macs") or ([ether["src_mac"]] if ether.get("src_mac") else [])
+        src_ip = rec.get("src_ip")
+        for mac in macs if isinstance(macs, list) else ():
+            owned = self._ips_of.get(mac)
+            if owned and src_ip not in owned:
+                return self._spoofed(rec, mac, owned, dest_vm)
+        return []
+
+    def _spoofed(self, rec: Mapping[str, Any], mac: str, owned: frozenset[str],
+                 dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        src_ip = rec.get("src_ip")
+        sender = self.inventory.by_mac(mac)
+        sender_name = sender["name"] if sender else mac
+        victim = self.inventory.by_ip(src_ip) if isinstance(src_ip, str) else None
+        if victim is not None:
+            rule_id = "ip-spoof"
+            reason = f"{sender_name} ({mac}) sends from {src_ip}, which belongs to {victim['name']}"
+        else:
+            rule_id = "unbound-address"
+            reason = (f"{sender_name} ({mac}) sends from {src_ip}, an address not bound to it "
+                      f"(its addresses: {', '.join(sorted(owned))})")
+        now = record_time(rec.get("timestamp")) or 0.0
+        return self.dedup.offer(
+            ("spoof", mac, src_ip), now, rec.get("timestamp"),
+            lambda: _base(rec, self.name, rule_id, "IP spoofing", reason, f"{mac}|{src_ip}",
+                          dict(sender) if sender else None, dest_vm))
 
     def flush(self) -> list[dict[str, Any]]:
         return self.dedup.flush()

@@ -152,12 +152,17 @@ class L2Spec(_Model):
     cleartext_ports: dict[int, _LoginProto] = Field(default_factory=lambda: dict(_LOGIN_PORTS))
 
 
+class SpoofSpec(_Model):
+    enabled: bool = True
+
+
 class ChecksSpec(_Model):
     """The hygiene checks and their settings."""
 
     scan: ScanSpec = Field(default_factory=ScanSpec)
     management: ManagementSpec = Field(default_factory=ManagementSpec)
     first_seen: FirstSeenSpec = Field(default_factory=FirstSeenSpec)
+    spoof: SpoofSpec = Field(default_factory=SpoofSpec)
     l2: L2Spec = Field(default_factory=L2Spec)
 
 

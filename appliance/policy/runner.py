@@ -19,15 +19,15 @@ from ..errors import ConfigError
 from ..eve.reader import EveReader
 from ..pipeline import Pipeline
 from . import PolicyCheck
-from .hygiene import FirstSeenCheck, ManagementCheck, ScanCheck
+from .hygiene import FirstSeenCheck, ManagementCheck, ScanCheck, SpoofCheck
 from .model import PolicyFile
 from .segmentation import Segmentation
 
 __all__ = ["build_checks", "dry_run", "policy_inventory"]
 
 
-def build_checks(policy: PolicyFile) -> list[PolicyCheck]:
-    """The checks a policy enables."""
+def build_checks(policy: PolicyFile, inventory: Inventory | None = None) -> list[PolicyCheck]:
+    """The checks a policy enables (``inventory``: the merged one, for the spoofing check)."""
     checks: list[PolicyCheck] = []
     if policy.rules or policy.default_action == "alert":
         checks.append(Segmentation(policy))
@@ -38,6 +38,8 @@ def build_checks(policy: PolicyFile) -> list[PolicyCheck]:
         checks.append(ManagementCheck(spec.management, policy, policy.dedup_window))
     if spec.first_seen.enabled:
         checks.append(FirstSeenCheck(spec.first_seen.learning, policy.dedup_window))
+    if spec.spoof.enabled and inventory is not None and len(inventory):
+        checks.append(SpoofCheck(inventory, policy.dedup_window))
     return checks
 
 
@@ -54,8 +56,9 @@ def dry_run(
     settings: Settings, policy: PolicyFile, eve_files: Sequence[Path]
 ) -> list[dict[str, Any]]:
     """Run the policy's checks over recorded EVE files; return the findings (final counts)."""
-    pipeline = Pipeline(sensor=settings.sensor, inventory=policy_inventory(settings, policy),
-                        checks=build_checks(policy))
+    inventory = policy_inventory(settings, policy)
+    pipeline = Pipeline(sensor=settings.sensor, inventory=inventory,
+                        checks=build_checks(policy, inventory))
     lines: list[bytes] = []
     for path in eve_files:
         if not path.is_file():

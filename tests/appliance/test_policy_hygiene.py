@@ -100,3 +100,29 @@ def test_first_seen_after_learning() -> None:
     assert sorted(_rules(findings)) == ["new-pair", "new-service"]
     pair = next(f for f in findings if f["policy"]["rule_id"] == "new-pair")
     assert pair["lateral"]["src_vm"]["name"] == "jump01"
+
+
+def _flow_mac(src: str, mac: str, sec: float = 1.0) -> bytes:
+    rec = orjson.loads(_flow(src, "10.0.0.10", 443, sec))
+    rec["ether"] = {"src_macs": [mac], "dest_macs": ["52:54:00:00:00:0a"]}
+    return orjson.dumps(rec)
+
+
+def test_ip_spoofing_from_a_known_mac() -> None:
+    vms = [VmIdentity(name="web01", ips=("10.0.0.10",), macs=("52:54:00:00:00:0a",)),
+           VmIdentity(name="db01", ips=("10.0.0.20",), macs=("52:54:00:00:00:14",)),
+           VmIdentity(name="dev07", ips=("10.0.0.66",), macs=("52:54:00:00:00:42",))]
+    inv = Inventory(vms)
+    policy = parse_policy({"checks": {"scan": {"enabled": False}}})
+    p = Pipeline(sensor="s", inventory=inv, checks=build_checks(policy, inv))
+    out = p.process([
+        _flow_mac("10.0.0.66", "52:54:00:00:00:42"),  # dev07 as itself: fine
+        _flow_mac("10.0.0.66", "02:00:00:00:00:99"),  # an unknown MAC (a router): not judged
+        _flow_mac("10.0.0.20", "52:54:00:00:00:42", 2.0),  # dev07 pretending to be db01
+        _flow_mac("10.9.9.9", "52:54:00:00:00:42", 3.0),  # dev07 from an unbound address
+    ]) + p.flush()
+    findings = [orjson.loads(x) for x in out if b'"event_type":"policy"' in x]
+    assert [f["policy"]["rule_id"] for f in findings] == ["ip-spoof", "unbound-address"]
+    assert "dev07 (52:54:00:00:00:42) sends from 10.0.0.20, which belongs to db01" in \
+        findings[0]["policy"]["reason"]
+    assert findings[0]["lateral"]["src_vm"]["name"] == "dev07"
