@@ -228,3 +228,78 @@ def test_missing_capture_nic_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "capture interface 'nosuchnic0' does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class _Traffic:
+    """Guest A fetching pages from guest B, in a loop, while a check listens."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.lab.get("/")
+            time.sleep(0.1)
+
+    def __enter__(self) -> _Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_bridge_mirror_attach_check_detach(tmp_path: Path, lab: Lab) -> None:
+    from capture.mirred import attach_taps, detach_taps, list_tap_mirrors
+    from capture.visibility import check_visibility
+
+    tag = lab.bridge[len("latbr"):]
+    mirror_port, capture_nic = f"latcm{tag}", f"latcn{tag}"
+    _ip("link", "add", mirror_port, "type", "veth", "peer", "name", capture_nic)
+    try:
+        _ip("link", "set", mirror_port, "up")
+        _ip("link", "set", capture_nic, "up")
+        with _Traffic(lab):
+            before = check_visibility(capture_nic, 3)
+        assert not before.delivering, before.describe()
+
+        mirrors = attach_taps([lab.port_a, lab.port_b], mirror_port)
+        assert {m.tap for m in mirrors} == {lab.port_a, lab.port_b}
+        assert attach_taps([lab.port_a, lab.port_b], mirror_port) == mirrors  # idempotent
+        listed = {m.tap: m for m in list_tap_mirrors()}
+        assert listed[lab.port_a].capture == mirror_port
+        assert listed[lab.port_a].directions == ("ingress", "egress")
+        with _Traffic(lab):
+            during = check_visibility(capture_nic, 3)
+        assert during.delivering and during.sources >= 2, during.describe()
+        assert "mirror delivering" in during.describe()
+
+        # Suricata on the mirror's capture NIC sees the guests' attack.
+        cfg = _config(tmp_path, lab, capture_nic)
+        proc, log, reader = _start(cfg)
+        out = tmp_path / "state" / "eve.json"
+        try:
+            assert lab.get("/cgi-bin/../../etc/passwd") == "404"
+            _wait_for(lambda: out.exists() and b"1000001" in out.read_bytes(), 60,
+                      "the alert through the tc mirror")
+        finally:
+            _stop(proc, reader)
+        assert proc.returncode == 0, "".join(log)
+        alerts = [r for r in read_eve(out) if r["event_type"] == "alert"]
+        # Both directions of both taps: every frame arrives twice, the alert still comes out.
+        assert alerts and {a["alert"]["signature_id"] for a in alerts} == {1000001}
+        assert alerts[0]["lateral"]["src_vm"] == {"name": "dev07"}
+
+        # Ingress only on both taps: each frame once.
+        assert [m.directions for m in attach_taps([lab.port_a, lab.port_b], mirror_port,
+                                                  ingress_only=True)] == [("ingress",)] * 2
+        assert detach_taps([lab.port_a, lab.port_b]) == 2
+        assert lab.port_a not in {m.tap for m in list_tap_mirrors()}
+        with _Traffic(lab):
+            after = check_visibility(capture_nic, 2)
+        assert not after.delivering, after.describe()
+    finally:
+        subprocess.run(["ip", "link", "del", mirror_port], capture_output=True, check=False)
