@@ -1,0 +1,29 @@
+"""Elasticsearch output: ECS documents, index set-up, and a shipper that loses nothing.
+
+The pieces, each usable alone:
+
+- :mod:`.ecs` (sans-I/O): an enriched EVE record → an ECS 8.x document, its data stream
+  (``logs-lateral.<event_type>-<namespace>``) and its ``_id`` (``lateral.id``).
+- :mod:`.templates`: the component and index templates with an explicit mapping of every field
+  :mod:`.ecs` writes, the ILM policy where the cluster has ILM; :func:`setup` is idempotent.
+- :mod:`.shipper`: :class:`EsShipper`, a :class:`~appliance.outputs.Sink` whose ``write`` only
+  appends to a durable on-disk spool; its own thread ships with bulk requests, retries with
+  backoff, sends rejects to a dead-letter file and replays the spool in order after an outage.
+- :mod:`._client`: the one client factory (API key, basic auth, CA file), speaking REST API
+  compatibility 8 so that the 9.x Python client works with 8.x and 9.x servers.
+- :mod:`.cli`: ``lateral es setup`` and ``lateral findings search``.
+
+Errors reaching the user are :class:`~appliance.errors.SinkError` (cannot reach or set up the
+cluster); the client's exceptions are converted in :mod:`.cli`. The shipper never raises into
+the pipeline for the cluster's sake: an outage is a counter and a spool, not an exception.
+"""
+
+from __future__ import annotations
+
+from ._client import connect
+from .ecs import dataset, doc_id, to_ecs
+from .shipper import EsShipper, ShipperCounters
+from .templates import SetupReport, data_stream, setup
+
+__all__ = ["EsShipper", "SetupReport", "ShipperCounters", "connect", "data_stream", "dataset",
+           "doc_id", "setup", "to_ecs"]

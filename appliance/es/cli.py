@@ -1,0 +1,165 @@
+"""``lateral es setup`` and ``lateral findings search``.
+
+:func:`register` adds both commands to the ``lateral`` parser's subcommands; each sets
+``func`` like the other commands, returns an exit status and raises
+:class:`~appliance.errors.SinkError` (exit 4) when the cluster cannot be reached or refuses.
+
+``findings search`` builds one bool query: a Lucene query string (``--query``), a time range
+(``--since`` / ``--until``: ``now-24h``, ISO dates …), and filters on the fields analysts pivot on
+(``--sid`` → ``rule.id``, ``--vm`` → either end's VM name, ``--ip`` → either address,
+``--severity`` → ``event.severity`` at most N, since 1 is Suricata's highest). It searches the
+findings data streams (alerts and policy findings) unless ``--dataset`` says otherwise, newest
+first, and prints a table (or the documents as JSON lines with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from elastic_transport import TransportError
+from elasticsearch import ApiError, Elasticsearch
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import SinkError
+from ._client import connect
+from .templates import setup
+
+__all__ = ["build_query", "register"]
+
+
+def _client(args: argparse.Namespace) -> Elasticsearch:
+    return connect(
+        args.url, api_key=args.api_key or os.environ.get("LATERAL_ES_API_KEY"),
+        username=args.user, password=os.environ.get("LATERAL_ES_PASSWORD"),
+        ca_file=Path(args.ca_file) if args.ca_file else None)
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, metavar="URL", help="Elasticsearch URL")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="API key (or LATERAL_ES_API_KEY in the environment)")
+    p.add_argument("--user", metavar="NAME",
+                   help="basic-auth user (password from LATERAL_ES_PASSWORD)")
+    p.add_argument("--ca-file", metavar="PEM", help="CA certificate for https URLs")
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        report = setup(client, retention_days=args.retention_days)
+    except (ApiError, TransportError) as exc:
+        raise SinkError(f"cannot set up Elasticsearch at {args.url}: {exc}",
+                        hint="check the URL and credentials; the cluster must be reachable"
+                        ) from None
+    finally:
+        client.close()
+    for name in report.templates:
+        print(f"installed {name}")
+    print("ILM policy 'lateral' installed" if report.ilm else "ILM: not available")
+    for notice in report.notices:
+        print(f"notice: {notice}")
+    return 0
+
+
+def build_query(args: argparse.Namespace) -> dict[str, Any]:
+    """The search body's ``query`` for the command-line filters."""
+    must: list[dict[str, Any]] = []
+    filters: list[dict[str, Any]] = []
+    if args.query:
+        must.append({"query_string": {"query": args.query, "default_operator": "AND"}})
+    if args.since or args.until:
+        rng: dict[str, str] = {}
+        if args.since:
+            rng["gte"] = args.since
+        if args.until:
+            rng["lte"] = args.until
+        filters.append({"range": {"@timestamp": rng}})
+    if args.sid:
+        filters.append({"terms": {"rule.id": [str(s) for s in args.sid]}})
+    if args.vm:
+        filters.append({"bool": {"should": [
+            {"terms": {"lateral.src_vm.name": args.vm}},
+            {"terms": {"lateral.dest_vm.name": args.vm}}], "minimum_should_match": 1}})
+    if args.ip:
+        filters.append({"bool": {"should": [
+            {"term": {"source.ip": ip}} for ip in args.ip] + [
+            {"term": {"destination.ip": ip}} for ip in args.ip], "minimum_should_match": 1}})
+    if args.severity is not None:
+        filters.append({"range": {"event.severity": {"lte": args.severity}}})
+    return {"bool": {"must": must or [{"match_all": {}}], "filter": filters}}
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    datasets = args.dataset or ["alert", "policy"]
+    index = ",".join(f"logs-lateral.{d}-{args.namespace}" for d in datasets)
+    client = _client(args)
+    try:
+        resp = client.search(index=index, query=build_query(args), size=args.limit,
+                             sort=[{"@timestamp": {"order": "desc"}}],
+                             ignore_unavailable=True, allow_no_indices=True)
+    except (ApiError, TransportError) as exc:
+        raise SinkError(f"search failed at {args.url}: {exc}",
+                        hint="check the URL, the query syntax and that `lateral es setup` ran"
+                        ) from None
+    finally:
+        client.close()
+    hits = resp["hits"]["hits"]
+    if args.json:
+        for hit in hits:
+            print(orjson.dumps(hit["_source"]).decode())
+        return 0
+    table = Table(title=f"{resp['hits']['total']['value']} finding(s)", show_lines=False)
+    for col in ("time", "sev", "rule", "source", "destination", "VMs", "message"):
+        table.add_column(col, overflow="fold")
+    for hit in hits:
+        src = hit["_source"]
+        lat = src.get("lateral") or {}
+        vms = " → ".join((lat.get(end) or {}).get("name", "?") for end in ("src_vm", "dest_vm"))
+        table.add_row(
+            str(src.get("@timestamp", "")), str(src.get("event", {}).get("severity", "")),
+            str(src.get("rule", {}).get("id", "")), _endpoint(src.get("source")),
+            _endpoint(src.get("destination")), vms, str(src.get("message", "")))
+    Console().print(table)
+    return 0
+
+
+def _endpoint(end: Any) -> str:
+    if not isinstance(end, dict):
+        return ""
+    port = end.get("port")
+    return f"{end.get('ip', '')}:{port}" if port is not None else str(end.get("ip", ""))
+
+
+def register(subparsers: Any) -> None:
+    """Add ``es`` and ``findings`` to the ``lateral`` command's subparsers."""
+    p = subparsers.add_parser("es", help="Elasticsearch: index templates and data streams")
+    esub = p.add_subparsers(dest="es_command", metavar="ACTION", required=True)
+    c = esub.add_parser("setup", help="install the index templates (idempotent)")
+    _connection_args(c)
+    c.add_argument("--retention-days", type=int, default=30,
+                   help="delete indices older than this (where the cluster has ILM)")
+    c.set_defaults(func=_cmd_setup)
+
+    p = subparsers.add_parser("findings", help="search findings in Elasticsearch")
+    fsub = p.add_subparsers(dest="findings_command", metavar="ACTION", required=True)
+    c = fsub.add_parser("search", help="search alerts and policy findings; print a table")
+    _connection_args(c)
+    c.add_argument("query", nargs="?", help="Lucene query string, e.g. 'rule.name:*scan*'")
+    c.add_argument("--since", metavar="TIME", default="now-24h",
+                   help="from (date math or ISO date; default now-24h; '' for all time)")
+    c.add_argument("--until", metavar="TIME", help="until (date math or ISO date)")
+    c.add_argument("--sid", action="append", type=int, help="signature id (repeatable)")
+    c.add_argument("--vm", action="append", help="VM name at either end (repeatable)")
+    c.add_argument("--ip", action="append", help="IP address at either end (repeatable)")
+    c.add_argument("--severity", type=int, metavar="N", help="severity N or higher (1 = high)")
+    c.add_argument("--dataset", action="append",
+                   help="event types to search (default: alert and policy)")
+    c.add_argument("--namespace", default="default")
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--json", action="store_true", help="print the documents as JSON lines")
+    c.set_defaults(func=_cmd_search)

@@ -1,0 +1,357 @@
+"""Shipping records to Elasticsearch without losing any and without blocking the pipeline.
+
+:class:`EsShipper` is a :class:`~appliance.outputs.Sink`. ``write(lines)`` appends the lines to a
+durable on-disk spool (:mod:`._spool`) and returns: the caller (the pipeline, the packet path)
+never waits for the network. A thread of the shipper's own reads the spool in order, turns each
+record into an ECS document (:mod:`.ecs`) and sends them with the bulk API:
+
+- **Triggers**: a bulk request goes when ``batch_docs`` records are waiting (size) or
+  ``flush_interval`` seconds have passed (time), or on ``flush()``.
+- **Retries**: connection errors, timeouts, 429 and 5xx (for the whole request or for single
+  items) are retried with exponential backoff and jitter, up to ``backoff_max`` seconds between
+  tries, for as long as it takes; meanwhile the spool keeps what arrives. When Elasticsearch comes
+  back, the spool is replayed in the order it was written.
+- **Exactly once**: each document is created (``op_type: create``) with ``_id = lateral.id``.
+  A record sent twice (after a timeout, a crash before the cursor was saved) comes back 409
+  and is counted as ``duplicates``, never stored twice.
+- **Rejections**: a document Elasticsearch refuses for itself (a mapping conflict, a malformed
+  value: any other 4xx) is written to the dead-letter file, one JSON line with the reason, the
+  status, the target and the original record, and counted; the rest of its batch goes on.
+- **Bounds**: the spool is capped (``max_spool_bytes``); overflow deletes the oldest segment and
+  counts the records it held (``spool_dropped``).
+
+The cursor is committed after Elasticsearch has answered for a batch; everything behind it is
+deleted. ``close()`` ships what it can within ``close_timeout``; the rest stays spooled for the
+next start. Counters are in :meth:`EsShipper.stats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from hashlib import blake2b
+from pathlib import Path
+from typing import Any
+
+import orjson
+from elastic_transport import TransportError
+from elasticsearch import ApiError, Elasticsearch
+
+from ..errors import SinkError
+from ._client import COMPAT_ACCEPT, COMPAT_NDJSON
+from ._spool import Batch, Spool
+from .ecs import dataset, doc_id, to_ecs
+from .templates import data_stream
+
+__all__ = ["EsShipper", "ShipperCounters"]
+
+log = logging.getLogger("lateral.es.shipper")
+
+_HEADERS = {"accept": COMPAT_ACCEPT, "content-type": COMPAT_NDJSON}
+_PARAMS = {"filter_path": "errors,items.*.status,items.*.error,items.*._index"}
+# Records re-emitted with the same id and newer content (a policy finding's final count):
+# on 409 the stored document is replaced, guarded by its seq_no (data streams allow no upsert).
+_REPLACEABLE = frozenset({"policy"})
+
+
+@dataclass(slots=True)
+class ShipperCounters:
+    """What happened to the records given to the shipper (all monotonic except gauges)."""
+
+    accepted: int = 0  # records written to the spool
+    shipped: int = 0  # documents Elasticsearch created
+    duplicates: int = 0  # already present (409): an earlier try had stored them
+    replaced: int = 0  # newer versions of a stored document (a policy finding's final count)
+    dead_lettered: int = 0  # refused by Elasticsearch, written to the dead-letter file
+    spool_dropped: int = 0  # deleted unshipped to keep the spool under its bound
+    spool_torn: int = 0  # partial records left by a crash
+    retries: int = 0  # bulk requests (or items) retried after 429/5xx/connection errors
+    bulk_requests: int = 0
+    spool_records: int = 0  # gauge: waiting in the spool
+    spool_bytes: int = 0  # gauge
+
+
+class EsShipper:
+    """A sink that ships to Elasticsearch through a durable spool, in a thread of its own."""
+
+    def __init__(
+        self,
+        client: Elasticsearch | Callable[[], Elasticsearch],
+        *,
+        spool_dir: Path,
+        dead_letter: Path,
+        namespace: str = "default",
+        host: str | None = None,
+        batch_docs: int = 2000,
+        batch_bytes: int = 8 << 20,
+        flush_interval: float = 1.0,
+        max_spool_bytes: int = 1 << 30,
+        segment_bytes: int = 16 << 20,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self._client = client() if callable(client) else client
+        self._spool = Spool(spool_dir, segment_bytes=segment_bytes, max_bytes=max_spool_bytes)
+        self.dead_letter = dead_letter
+        self.namespace = namespace
+        self.host = host
+        self.batch_docs = batch_docs
+        self.batch_bytes = batch_bytes
+        self.flush_interval = flush_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.close_timeout = close_timeout
+        self.counters = ShipperCounters()
+        self.last_error: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()  # stop now (after close_timeout)
+        self._draining = False
+        self._idle = threading.Condition()
+        self._unsent_since_wake = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="lateral-es-shipper",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- the caller's side (never waits for the network) ----------------------------------
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        if not lines:
+            return
+        if self._closed:
+            raise SinkError("the Elasticsearch shipper is closed")
+        try:
+            self.counters.spool_dropped += self._spool.append(lines)
+        except OSError as exc:
+            raise SinkError(f"cannot spool records in {self._spool.directory}: {exc.strerror}",
+                            hint="free disk space; the records of this write were not taken"
+                            ) from None
+        self.counters.accepted += len(lines)
+        self._unsent_since_wake += len(lines)
+        if self._unsent_since_wake >= self.batch_docs:
+            self._unsent_since_wake = 0
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Ask the shipping thread to send what is spooled now (does not wait)."""
+        self._unsent_since_wake = 0
+        self._wake.set()
+
+    def sync(self) -> None:
+        """Make what was written so far durable on disk."""
+        self._spool.sync()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything written so far is shipped (or dead-lettered, or dropped)."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._spool.pending()[0] > 0:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._wake.set()
+                self._idle.wait(min(left, 0.1))
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """The counters, with the spool gauges refreshed."""
+        c = self.counters
+        c.spool_records, c.spool_bytes = self._spool.pending()
+        c.spool_dropped = self._spool.dropped
+        c.spool_torn = self._spool.torn
+        out = asdict(c)
+        out["last_error"] = self.last_error
+        return out
+
+    def close(self) -> None:
+        """Ship what can be shipped within ``close_timeout``; the rest stays spooled."""
+        if self._closed:
+            return
+        self._closed = True
+        self._draining = True
+        self._wake.set()
+        self._thread.join(self.close_timeout)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._spool.close()
+        self._client.close()
+
+    def __enter__(self) -> EsShipper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the shipping thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # logged and kept visible: drain() then reports failure
+            self.last_error = f"shipping thread failed: {exc!r}"
+            log.exception("the Elasticsearch shipping thread failed; records stay spooled")
+        finally:
+            with self._idle:
+                self._idle.notify_all()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._spool.read(self.batch_docs, self.batch_bytes)
+            if batch is None:
+                with self._idle:
+                    self._idle.notify_all()
+                if self._draining:
+                    return
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+                continue
+            if self._ship(batch):
+                self._spool.commit(batch)
+            with self._idle:
+                self._idle.notify_all()
+
+    def _ship(self, batch: Batch) -> bool:
+        """Send one batch until Elasticsearch has answered for every record; False if stopped."""
+        actions: list[bytes] = []
+        docs: list[bytes] = []
+        kinds: list[str] = []
+        for line in batch.lines:
+            try:
+                rec = orjson.loads(line)
+                if not isinstance(rec, dict):
+                    raise TypeError("not a JSON object")
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                self._dead_letter([(line, 0, f"unparseable record: {exc}", None, None)])
+                continue
+            rid = doc_id(rec) or blake2b(line, digest_size=16).hexdigest()
+            kind = dataset(rec)
+            index = data_stream(kind, self.namespace)
+            kinds.append(kind)
+            actions.append(orjson.dumps({"create": {"_index": index, "_id": rid}}))
+            docs.append(orjson.dumps(to_ecs(rec, host=self.host)))
+        pending = list(range(len(docs)))
+        attempt = 0
+        while pending:
+            if self._stop.is_set():
+                return False
+            if not self._spool.alive(batch):
+                return False  # dropped from the spool meanwhile: counted there
+            body = b"".join(actions[i] + b"\n" + docs[i] + b"\n" for i in pending)
+            retry = self._bulk(body, pending, actions, docs, kinds)
+            if retry is None:  # the whole request failed: try it all again
+                retry = pending
+            if retry:
+                attempt += 1
+                self.counters.retries += 1
+                self._stop.wait(self._backoff(attempt))
+            pending = retry
+        return True
+
+    def _bulk(self, body: bytes, pending: list[int], actions: list[bytes], docs: list[bytes],
+              kinds: list[str]) -> list[int] | None:
+        """One bulk request; the items to retry, or None if the whole request must be."""
+        self.counters.bulk_requests += 1
+        try:
+            resp = self._client.perform_request("PUT", "/_bulk", params=_PARAMS,
+                                                headers=_HEADERS, body=body)
+        except ApiError as exc:
+            status = exc.meta.status
+            self.last_error = f"bulk request: HTTP {status}: {exc.message}"
+            if status == 429 or status >= 500:
+                log.warning("Elasticsearch busy or failing (%s); retrying", self.last_error)
+                return None
+            # The request itself was refused (e.g. 413): every record goes to the dead letters.
+            self._dead_letter([(docs[i], status, self.last_error, actions[i], None)
+                               for i in pending])
+            return []
+        except TransportError as exc:  # connection refused, timeout, TLS …
+            self.last_error = f"Elasticsearch unreachable: {exc}"
+            log.warning("%s; spooling and retrying", self.last_error)
+            return None
+        self.last_error = None
+        result = resp.body
+        items = result.get("items") or []
+        if not result.get("errors"):
+            self.counters.shipped += len(pending)
+            return []
+        retry: list[int] = []
+        rejected: list[tuple[bytes, int, str, bytes | None, Any]] = []
+        replace: list[tuple[int, str]] = []
+        for i, item in zip(pending, items, strict=True):
+            res = next(iter(item.values()))
+            status = int(res.get("status", 0))
+            if status in (200, 201):
+                self.counters.shipped += 1
+            elif status == 409 and kinds[i] in _REPLACEABLE:
+                replace.append((i, str(res.get("_index"))))
+            elif status == 409:
+                self.counters.duplicates += 1
+            elif status == 429 or status >= 500:
+                retry.append(i)
+            else:
+                err = res.get("error") or {}
+                reason = f"{err.get('type')}: {err.get('reason')}" if isinstance(err, dict) \
+                    else str(err)
+                rejected.append((docs[i], status, reason, actions[i], err))
+        if rejected:
+            self._dead_letter(rejected)
+        if replace:
+            try:
+                retry.extend(self._replace(replace, actions, docs))
+            except (ApiError, TransportError) as exc:
+                self.last_error = f"replacing stored documents: {exc}"
+                retry.extend(i for i, _ in replace)
+        return retry
+
+    def _replace(self, items: list[tuple[int, str]], actions: list[bytes],
+                 docs: list[bytes]) -> list[int]:
+        """Overwrite stored documents with their newer version; the items to retry."""
+        ids = [orjson.loads(actions[i])["create"]["_id"] for i, _ in items]
+        lines: list[bytes] = []
+        for (i, index), rid in zip(items, ids, strict=True):
+            got = self._client.perform_request(
+                "GET", f"/{index}/_doc/{rid}", params={"_source": "false"}, headers=_HEADERS)
+            head = orjson.dumps({"index": {"_index": index, "_id": rid,
+                                           "if_seq_no": got.body["_seq_no"],
+                                           "if_primary_term": got.body["_primary_term"]}})
+            lines.append(head + b"\n" + docs[i] + b"\n")
+        resp = self._client.perform_request("PUT", "/_bulk", params=_PARAMS, headers=_HEADERS,
+                                            body=b"".join(lines))
+        retry = []
+        for (i, _), item in zip(items, resp.body.get("items") or [], strict=True):
+            status = int(next(iter(item.values())).get("status", 0))
+            if status in (200, 201):
+                self.counters.replaced += 1
+            else:  # changed meanwhile (409) or busy: try the whole record again
+                retry.append(i)
+        return retry
+
+    def _dead_letter(self, entries: list[tuple[bytes, int, str, bytes | None, Any]]) -> None:
+        out = []
+        for doc, status, reason, action, error in entries:
+            target = orjson.loads(action)["create"] if action else {}
+            try:
+                document: Any = orjson.loads(doc)
+            except orjson.JSONDecodeError:
+                document = doc.decode("utf-8", "replace")
+            out.append(orjson.dumps({
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "reason": reason, "status": status, "index": target.get("_index"),
+                "id": target.get("_id"), "error": error, "document": document}))
+        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
+        with self.dead_letter.open("ab") as fh:
+            fh.write(b"\n".join(out) + b"\n")
+        self.counters.dead_lettered += len(entries)
+        log.warning("%d document(s) refused by Elasticsearch: written to %s (%s)",
+                    len(entries), self.dead_letter, entries[0][2])
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))
+        return delay / 2 + random.uniform(0, delay / 2)
