@@ -222,6 +222,25 @@ def _cmd_policy_dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_policy_compile(args: argparse.Namespace) -> int:
+    from .policy.compile import compile_policy
+    from .policy.model import load_policy
+    from .policy.runner import policy_inventory
+
+    settings = _settings(args)
+    policy = load_policy(Path(args.policy))
+    result = compile_policy(policy, policy_inventory(settings, policy))
+    if args.out:
+        Path(args.out).write_text(result.text, encoding="utf-8")
+    else:
+        sys.stdout.write(result.text)
+    for rule_id, sid in result.compiled.items():
+        print(f"compiled: {rule_id} -> sid {sid}", file=sys.stderr)
+    for rule_id, why in result.skipped.items():
+        print(f"kept by Lateral: {rule_id}: {why}", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------- lab
 
 
@@ -318,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(c)
     c.add_argument("--json", action="store_true", help="the findings as EVE JSON lines")
     c.set_defaults(func=_cmd_policy_dry_run)
+    c = psub.add_parser("compile", help="the Suricata rules for the policy's compilable rules")
+    c.add_argument("--policy", required=True, metavar="FILE")
+    config_arg(c)
+    c.add_argument("--out", metavar="FILE", help="write the rule file here (default: stdout)")
+    c.set_defaults(func=_cmd_policy_compile)
 
     p = sub.add_parser("lab", help="write a generated inter-VM capture (scapy)")
     p.add_argument("scenario", nargs="?")

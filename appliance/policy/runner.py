@@ -26,11 +26,13 @@ from .segmentation import Segmentation
 __all__ = ["build_checks", "dry_run", "policy_inventory"]
 
 
-def build_checks(policy: PolicyFile, inventory: Inventory | None = None) -> list[PolicyCheck]:
-    """The checks a policy enables (``inventory``: the merged one, for the spoofing check)."""
+def build_checks(policy: PolicyFile, inventory: Inventory | None = None, *,
+                 compiled: frozenset[str] = frozenset()) -> list[PolicyCheck]:
+    """The checks a policy enables (``inventory``: the merged one, for the spoofing check;
+    ``compiled``: segmentation rules running as Suricata rules, left out of Lateral's side)."""
     checks: list[PolicyCheck] = []
     if policy.rules or policy.default_action == "alert":
-        checks.append(Segmentation(policy))
+        checks.append(Segmentation(policy, compiled))
     spec = policy.checks
     if spec.scan.enabled:
         checks.append(ScanCheck(spec.scan, policy.dedup_window))

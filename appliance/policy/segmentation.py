@@ -30,8 +30,9 @@ class Segmentation:
     event_types = frozenset({"flow"})
     needs_full_record = False  # the 5-tuple, app_proto, vlan and time are enough
 
-    def __init__(self, policy: PolicyFile) -> None:
+    def __init__(self, policy: PolicyFile, compiled: frozenset[str] = frozenset()) -> None:
         self.policy = policy
+        self.compiled = compiled  # rule ids Suricata evaluates (see .compile): not reported here
         self._label_groups = [(g, spec.labels) for g, spec in policy.groups.items() if spec.labels]
         self._name_groups = [(g, frozenset(spec.vms)) for g, spec in policy.groups.items()
                              if spec.vms]
@@ -146,7 +147,7 @@ class Segmentation:
                 self._flows.clear()
             self._flows[fkey] = hit
         rule, action, src_groups, dest_groups, proto = hit
-        if action != "alert":
+        if action != "alert" or (rule is not None and rule.id in self.compiled):
             return []
         src_name = src_name or src_ip
         dest_name = dest_name or dest_ip

@@ -146,3 +146,18 @@ def test_record_time() -> None:
     assert record_time("2026-11-26T10:00:05.250000+0000") == pytest.approx(1795687205.25)
     assert record_time("2026-11-26T11:00:05.250000+0100") == pytest.approx(1795687205.25)
     assert record_time("garbage") is None
+
+
+def test_compile_keeps_overlapping_and_vlan_rules_with_lateral() -> None:
+    from appliance.policy.compile import SID_BASE, compile_policy
+
+    result = compile_policy(parse_policy(POLICY), Inventory(VMS))
+    # to-data is shadowed by the earlier allow web-db (web01 -> db01 tcp/3306): not compiled.
+    assert "to-data" in result.skipped and "web-db" in result.skipped["to-data"]
+    assert result.compiled == {"guest-to-mgmt": SID_BASE + 2}
+    assert "VLAN" in result.skipped["dmz-http"]
+    assert "[192.168.100.0/24]" in result.text
+    seg = Segmentation(parse_policy(POLICY), frozenset(result.compiled))
+    p = Pipeline(sensor="s", inventory=Inventory(VMS), checks=[seg])
+    out = p.process([_flow("10.0.0.66", "192.168.100.5", 443)])
+    assert not [x for x in out if b'"event_type":"policy"' in x]  # Suricata reports it

@@ -45,3 +45,27 @@ def test_policy_check_reports_errors(tmp_path: Path) -> None:
     proc = run_lateral("policy", "check", bad)
     assert proc.returncode == 2
     assert "unknown group 'nowhere'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compiled_policy_rules_fire_in_suricata_once_per_flow(tmp_path: Path) -> None:
+    pcap = tmp_path / "sample.pcap"
+    write_pcap("sample", pcap)
+    rules = tmp_path / "policy.rules"
+    proc = lateral_ok("policy", "compile", "--policy", REPO / "examples/policy.yaml",
+                      "--config", REPO / "examples/lab.yaml", "--out", rules)
+    assert "compiled: dev-to-data -> sid 3100005" in proc.stderr
+    eve = tmp_path / "eve.json"
+    lateral_ok("replay", pcap, "--rules", REPO / "rules/bundled/lateral-demo.rules",
+               "--rules", rules, "--config", REPO / "examples/lab.yaml", "--eve", eve, "-q")
+    records = [orjson.loads(x) for x in eve.read_bytes().splitlines()]
+    policy_alerts = [r for r in records if r["event_type"] == "alert"
+                     and r["alert"]["signature_id"] == 3100005]
+    flows = {r["flow_id"] for r in policy_alerts}
+    assert len(flows) == len(policy_alerts) >= 1  # once per flow
+    for alert in policy_alerts:
+        assert alert["lateral"]["src_vm"]["name"] == "dev07"
+        assert alert["lateral"]["dest_vm"]["name"] in ("db01", "files01")
+        assert alert["alert"]["metadata"]["lateral_policy"] == ["dev-to-data"]
+    # The demo rules still fire as before: the policy rules add, they take nothing away.
+    assert {1000001, 1000008} <= {r["alert"]["signature_id"] for r in records
+                                  if r["event_type"] == "alert"}
