@@ -34,6 +34,10 @@ SCRIPT = REPO / "scripts" / "elasticsearch"
 _RUN = uuid.uuid4().hex[:8]
 
 
+# C1-only JIT: the server starts about twice as fast; peak speed does not matter in tests.
+_START_ENV = {**os.environ, "LATERAL_ES_JAVA_OPTS": "-XX:TieredStopAtLevel=1"}
+
+
 def unique(namespace: str) -> str:
     """A namespace of this test session's own (data streams cannot be deleted here)."""
     return f"{namespace}{_RUN}"
@@ -55,7 +59,8 @@ class EsServer:
         assert self.run_dir is not None
         port = self.url.rsplit(":", 1)[1]
         out = subprocess.run([str(SCRIPT), "start", "--dir", str(self.run_dir), "--port", port],
-                             check=True, timeout=600, capture_output=True, text=True)
+                             check=True, timeout=600, capture_output=True, text=True,
+                             env=_START_ENV)
         assert out.stdout.strip().splitlines()[-1] == self.url
 
 
@@ -68,7 +73,7 @@ def es() -> Iterator[EsServer]:
     run_dir = Path(tempfile.mkdtemp(prefix="lateral-es-test-"))
     try:
         out = subprocess.run([str(SCRIPT), "start", "--dir", str(run_dir)], timeout=900,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=_START_ENV)
         if out.returncode != 0:
             pytest.fail(f"scripts/elasticsearch start failed:\n{out.stderr[-3000:]}")
         server = EsServer(out.stdout.strip().splitlines()[-1], run_dir)
