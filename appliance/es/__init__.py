@@ -11,6 +11,8 @@ The pieces, each usable alone:
   backoff, sends rejects to a dead-letter file and replays the spool in order after an outage.
 - :mod:`._client`: the one client factory (API key, basic auth, CA file), speaking REST API
   compatibility 8 so that the 9.x Python client works with 8.x and 9.x servers.
+- :mod:`.sink`: :class:`ShippingEveSink` (EVE file + shipper, for replay/ingest/run) and
+  :func:`open_shipper` (a shipper from settings values, spool under the state directory).
 - :mod:`.cli`: ``lateral es setup`` and ``lateral findings search``.
 
 Errors reaching the user are :class:`~appliance.errors.SinkError` (cannot reach or set up the
@@ -23,7 +25,8 @@ from __future__ import annotations
 from ._client import connect
 from .ecs import dataset, doc_id, to_ecs
 from .shipper import EsShipper, ShipperCounters
+from .sink import ShippingEveSink, open_shipper
 from .templates import SetupReport, data_stream, setup
 
-__all__ = ["EsShipper", "SetupReport", "ShipperCounters", "connect", "data_stream", "dataset",
-           "doc_id", "setup", "to_ecs"]
+__all__ = ["EsShipper", "SetupReport", "ShipperCounters", "ShippingEveSink", "connect",
+           "data_stream", "dataset", "doc_id", "open_shipper", "setup", "to_ecs"]

@@ -22,7 +22,9 @@ record into an ECS document (:mod:`.ecs`) and sends them with the bulk API:
 
 The cursor is committed after Elasticsearch has answered for a batch; everything behind it is
 deleted. ``close()`` ships what it can within ``close_timeout``; the rest stays spooled for the
-next start. Counters are in :meth:`EsShipper.stats`.
+next start. With ``install_templates`` the thread first runs :func:`.templates.setup` (retried
+like a bulk request, so a cluster that is down at start-up is no error either). Counters are
+in :meth:`EsShipper.stats`.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ..errors import SinkError
 from ._client import COMPAT_ACCEPT, COMPAT_NDJSON
 from ._spool import Batch, Spool
 from .ecs import dataset, doc_id, to_ecs
-from .templates import data_stream
+from .templates import data_stream, setup
 
 __all__ = ["EsShipper", "ShipperCounters"]
 
@@ -94,6 +96,7 @@ class EsShipper:
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         close_timeout: float = 10.0,
+        install_templates: bool = False,
     ) -> None:
         self._client = client() if callable(client) else client
         self._spool = Spool(spool_dir, segment_bytes=segment_bytes, max_bytes=max_spool_bytes)
@@ -106,6 +109,7 @@ class EsShipper:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.close_timeout = close_timeout
+        self._needs_setup = install_templates
         self.counters = ShipperCounters()
         self.last_error: str | None = None
         self._wake = threading.Event()
@@ -212,10 +216,28 @@ class EsShipper:
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
                 continue
+            if self._needs_setup and not self._install_templates():
+                continue
             if self._ship(batch):
                 self._spool.commit(batch)
             with self._idle:
                 self._idle.notify_all()
+
+    def _install_templates(self) -> bool:
+        """Install the index templates before the first document (retried like a bulk)."""
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                setup(self._client)
+            except (ApiError, TransportError) as exc:
+                attempt += 1
+                self.last_error = f"installing index templates: {exc}"
+                log.warning("%s; retrying", self.last_error)
+                self._stop.wait(self._backoff(attempt))
+                continue
+            self._needs_setup = False
+            return True
+        return False
 
     def _ship(self, batch: Batch) -> bool:
         """Send one batch until Elasticsearch has answered for every record; False if stopped."""
