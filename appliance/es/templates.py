@@ -60,7 +60,12 @@ FIELDS: dict[str, str] = {
     **{f"lateral.{end}.{k}": t for end in ("src_vm", "dest_vm") for k, t in _VM.items()},
     **{f"lateral.pipeline.{k}": _L for k in ("records_in", "records_out", "parse_errors",
                                              "policy_findings", "check_errors")},
-    "lateral.pipeline.by_type": "flattened",
+    "lateral.pipeline.by_type": "flattened", "lateral.pipeline.lag_bytes": _L,
+    # the shipper's own counters, when the appliance adds them to stats records
+    **{f"lateral.pipeline.es.{k}": _L for k in (
+        "accepted", "shipped", "duplicates", "replaced", "dead_lettered", "spool_dropped",
+        "spool_torn", "retries", "bulk_requests", "spool_records", "spool_bytes")},
+    "lateral.pipeline.es.last_error": _K,
     "related.hosts": _K, "related.ip": _IP,
     **{f"rule.{k}": _K for k in ("id", "name", "category", "version", "ruleset")},
     **{f"url.{k}": _K for k in ("original", "path", "query", "domain")}, "url.port": _L,

@@ -116,8 +116,9 @@ def test_every_type_has_kind_dataset_and_only_mapped_fields() -> None:
     stats = {"timestamp": "2024-05-14T09:00:00.000000+0000", "event_type": "stats",
              "stats": {"uptime": 1, "capture": {"kernel_packets": 5, "kernel_drops": 0},
                        "decoder": {"pkts": 5, "bytes": 500, "ipv4": 5}},
-             "lateral": {"id": "s1", "sensor": "x", "pipeline": {"records_in": 3,
-                                                                 "by_type": {"flow": 2}}}}
+             "lateral": {"id": "s1", "sensor": "x", "pipeline": {
+                 "records_in": 3, "by_type": {"flow": 2}, "lag_bytes": 0,
+                 "es": {"shipped": 1, "spool_records": 0, "last_error": None}}}}
     for rec in [flow, stats, *RECORDS]:
         doc = to_ecs(rec)
         et = rec["event_type"]
