@@ -251,12 +251,33 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _format_validation(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+def format_validation(exc: ValidationError, source: str, what: str = "configuration") -> str:
+    """A pydantic validation error as lines a user can act on: ``field.path: message``."""
+    lines = [f"{source}: invalid {what}"]
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         lines.append(f"  {where}: {err['msg']}")
     return "\n".join(lines)
+
+
+def load_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping; :class:`ConfigError` says what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return loaded
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
@@ -265,27 +286,12 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of settings")
-        data = loaded
+        data = load_yaml_mapping(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, source)) from None
+        raise ConfigError(format_validation(exc, source)) from None
 
 
 def default_state_dir() -> Path:

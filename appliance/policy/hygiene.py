@@ -22,6 +22,7 @@ from typing import Any
 
 from ..enrich import Inventory
 from .dedup import Deduper, record_time
+from .finding import policy_finding as _base
 from .model import ManagementSpec, PolicyFile, ScanSpec
 
 __all__ = ["FirstSeenCheck", "ManagementCheck", "ScanCheck", "SpoofCheck"]
@@ -29,27 +30,6 @@ __all__ = ["FirstSeenCheck", "ManagementCheck", "ScanCheck", "SpoofCheck"]
 
 def _end(vm: Mapping[str, Any] | None, ip: Any) -> str:
     return str(vm.get("name")) if vm else str(ip)
-
-
-def _base(rec: Mapping[str, Any], check: str, rule_id: str, name: str, reason: str,
-          key: str, src_vm: Mapping[str, Any] | None,
-          dest_vm: Mapping[str, Any] | None) -> dict[str, Any]:
-    finding: dict[str, Any] = {
-        "timestamp": rec.get("timestamp"),
-        "policy": {"check": check, "rule_id": rule_id, "rule_name": name, "action": "alert",
-                   "reason": reason, "key": key},
-    }
-    for field in ("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto",
-                  "community_id", "vlan"):
-        if rec.get(field) is not None:
-            finding[field] = rec[field]
-    lateral: dict[str, Any] = {}
-    if src_vm:
-        lateral["src_vm"] = dict(src_vm)
-    if dest_vm:
-        lateral["dest_vm"] = dict(dest_vm)
-    finding["lateral"] = lateral
-    return finding
 
 
 class ScanCheck:

@@ -29,10 +29,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import VmIdentity
+from ..config import VmIdentity, format_validation, load_yaml_mapping
 from ..errors import ConfigError
 
 __all__ = ["ChecksSpec", "FirstSeenSpec", "GroupSpec", "L2Spec", "ManagementSpec", "PolicyFile",
@@ -202,24 +201,9 @@ def parse_policy(data: Any, source: str = "policy") -> PolicyFile:
     try:
         return PolicyFile.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{source}: invalid policy"]
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(format_validation(exc, source, "policy")) from None
 
 
 def load_policy(path: Path) -> PolicyFile:
     """Read and validate a policy file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: not valid YAML: "
-                          f"{getattr(exc, 'problem', None) or exc}") from None
-    return parse_policy(data if data is not None else {}, str(path))
+    return parse_policy(load_yaml_mapping(path, "policy file"), str(path))

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .dedup import Deduper, record_time
+from .finding import policy_finding
 from .model import PolicyFile, PolicyRule
 
 __all__ = ["Segmentation"]
@@ -161,24 +162,9 @@ class Segmentation:
                    f"{dest_name} ({', '.join(sorted(dest_groups - {'any'})) or 'no group'}) "
                    f"{proto}/{port}" + (f" [{app_proto}]" if app_proto else "") + ": "
                    + (f"matched rule {rule_id}" if rule else "no rule matched; default is alert"))
-            finding: dict[str, Any] = {
-                "timestamp": ts,
-                "policy": {"check": self.name, "rule_id": rule_id,
-                           "rule_name": (rule.name or rule.id) if rule else "default action",
-                           "action": "alert", "reason": why,
-                           "key": f"{src_name}|{dest_name}|{proto}|{port}"},
-            }
-            for field in ("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto",
-                          "app_proto", "community_id", "vlan"):
-                if rec.get(field) is not None:
-                    finding[field] = rec[field]
-            lateral: dict[str, Any] = {}
-            if src_vm:
-                lateral["src_vm"] = dict(src_vm)
-            if dest_vm:
-                lateral["dest_vm"] = dict(dest_vm)
-            finding["lateral"] = lateral
-            return finding
+            return policy_finding(rec, self.name, rule_id,
+                                  (rule.name or rule.id) if rule else "default action", why,
+                                  f"{src_name}|{dest_name}|{proto}|{port}", src_vm, dest_vm)
 
         return self.dedup.offer(key, now, ts, make)
 
