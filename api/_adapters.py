@@ -1,0 +1,193 @@
+"""The thinnest adapters over calls the libraries do not offer (yet) in the shape the API needs.
+
+Each is a candidate to move into its library (and be shared with the CLI):
+
+- :func:`ruleset` / :func:`matches`: the rules of a version, and the CLI's search predicate
+  (``rules.cli._cmd_search`` has it inline) — belongs in ``rules`` as ``search(rules, pattern)``.
+- :class:`LocalRules`: local rule files by content (``rules.sources`` copies a file in by path,
+  and only in an uncommitted change); writes into :attr:`rules.sources.Sources.local_dir`, the
+  directory every update includes, atomically.
+- :func:`search_findings`: ``appliance.es.cli._cmd_search`` without the printing, with an offset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from argparse import Namespace
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from elastic_transport import TransportError
+from elasticsearch import ApiError
+
+from appliance.config import Settings
+from appliance.errors import RuleError, SinkError
+from appliance.es import connect
+from appliance.es.cli import build_query
+from appliance.validate import ValidationReport, validate
+from rules import Rule, RuleStore, parse, parse_file
+from rules.settings import rules_root, rules_settings
+from rules.sources import Sources
+
+from .settings import EsConnection
+
+__all__ = ["LocalRules", "matches", "rule_store", "ruleset", "search_findings"]
+
+_LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.rules$")
+_cache: dict[tuple[str, str], list[Rule]] = {}
+_cache_lock = threading.Lock()
+
+
+def rule_store(settings: Settings) -> RuleStore:
+    rules = rules_settings(settings)
+    return RuleStore(rules_root(settings, rules), keep=rules.keep_versions)
+
+
+def ruleset(store: RuleStore, version: str | None) -> tuple[str, list[Rule]]:
+    """The version id and its rules (parsed once per version: versions never change)."""
+    vid = store.normalize(version) if version else store.active_id()
+    if vid is None:
+        raise RuleError("no ruleset is active yet", hint="POST /rules/update builds the first")
+    key = (str(store.root), vid)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is None:
+        cached = parse_file(store.rules_file(vid))
+        with _cache_lock:
+            if len(_cache) > 8:
+                _cache.clear()
+            _cache[key] = cached
+    return vid, cached
+
+
+def matches(rule: Rule, pattern: re.Pattern[str]) -> bool:
+    """The CLI's search: msg, sid, classtype or metadata."""
+    meta = " ".join(f"{k} {v}" for k, vs in rule.metadata.items() for v in vs)
+    return any(pattern.search(s) for s in (rule.msg, str(rule.sid), rule.classtype or "", meta))
+
+
+class LocalRules:
+    """Local rule files under the rules state directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        rules = rules_settings(settings)
+        self.settings = settings
+        self.dir = Sources(settings, rules, rules_root(settings, rules)).local_dir
+
+    def check_name(self, name: str) -> None:
+        if not _LOCAL_NAME.match(name):
+            raise RuleError(f"{name!r} is not a local rule file name (NAME.rules: letters, "
+                            "digits, _ . -)")
+
+    def files(self) -> list[tuple[str, list[Rule]]]:
+        paths = sorted(self.dir.glob("*.rules")) if self.dir.is_dir() else []
+        return [(p.name, parse_file(p)) for p in paths]
+
+    def read(self, name: str) -> str:
+        self.check_name(name)
+        try:
+            return (self.dir / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(name) from None
+
+    def validate(self, content: str) -> tuple[list[Rule], ValidationReport]:
+        """Parse and have Suricata load the text alone (``suricata -T``); lines are the text's."""
+        with tempfile.TemporaryDirectory(prefix="lateral-local-") as tmp:
+            path = Path(tmp) / "candidate.rules"
+            path.write_text(content, encoding="utf-8")
+            return parse(content, source="candidate.rules"), validate(self.settings, [path])
+
+    def write(self, name: str, content: str) -> bool:
+        """Write atomically; True if the file is new."""
+        self.check_name(name)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        dest = self.dir / name
+        created = not dest.exists()
+        tmp = self.dir / f".{name}.{os.getpid()}.tmp"
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        return created
+
+    def delete(self, name: str) -> bool:
+        self.check_name(name)
+        try:
+            (self.dir / name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def search_findings(conn: EsConnection, *, query: str | None, since: str | None,
+                    until: str | None, sid: Sequence[int], vm: Sequence[str],
+                    ip: Sequence[str], severity: int | None, datasets: Sequence[str],
+                    offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Total hits and one page of findings, newest first."""
+    args = Namespace(query=query, since=since, until=until, sid=list(sid), vm=list(vm),
+                     ip=list(ip), severity=severity)
+    index = ",".join(f"logs-lateral.{d}-{conn.namespace}" for d in datasets)
+    client = connect(conn.url, api_key=os.environ.get("LATERAL_ES_API_KEY"),
+                     username=conn.username, password=os.environ.get("LATERAL_ES_PASSWORD"),
+                     ca_file=conn.ca_file)
+    try:
+        resp = client.search(index=index, query=build_query(args), size=limit, from_=offset,
+                             sort=[{"@timestamp": {"order": "desc"}}],
+                             ignore_unavailable=True, allow_no_indices=True)
+    except (ApiError, TransportError) as exc:
+        raise SinkError(f"the findings search failed: {type(exc).__name__}",
+                        hint="check the query syntax and that Elasticsearch is up") from None
+    finally:
+        client.close()
+    hits = resp["hits"]
+    return int(hits["total"]["value"]), [h["_source"] for h in hits["hits"]]
+
+
+def engine_snapshot(settings: Settings, *, counters: bool, timeout: float = 2.0,
+                    ) -> dict[str, Any]:
+    """What the running engine says over its command socket, or why it says nothing."""
+    from appliance.engine.socket import SuricataSocket
+    from appliance.errors import SocketError
+    from appliance.live import LivePaths
+
+    path = LivePaths(settings.state_dir).socket
+    try:
+        with SuricataSocket(path, timeout=timeout) as sock:
+            out: dict[str, Any] = {"available": True, "uptime_seconds": sock.uptime(),
+                                   "version": sock.version()}
+            if counters:
+                out["counters"] = sock.dump_counters()
+                out["ruleset"] = sock.ruleset_stats()
+    except SocketError as exc:
+        return {"available": False, "error": exc.message}
+    return out
+
+
+def state_dir_writable(settings: Settings) -> tuple[bool, str]:
+    """Whether a file can be created in the state directory right now."""
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=settings.state_dir, prefix=".ready-"):
+            pass
+    except OSError as exc:
+        return False, f"{settings.state_dir}: {exc.strerror or exc}"
+    return True, f"{settings.state_dir} is writable"
+
+
+def es_reachable(conn: EsConnection) -> tuple[bool, str]:
+    """Whether Elasticsearch answers (its version), within 3 s."""
+    client = connect(conn.url, api_key=os.environ.get("LATERAL_ES_API_KEY"),
+                     username=conn.username, password=os.environ.get("LATERAL_ES_PASSWORD"),
+                     ca_file=conn.ca_file, request_timeout=3.0)
+    try:
+        info = client.info()
+    except (ApiError, TransportError) as exc:
+        return False, f"Elasticsearch does not answer: {type(exc).__name__}"
+    finally:
+        client.close()
+    return True, f"Elasticsearch {info['version']['number']}"

@@ -1,0 +1,194 @@
+"""Request and response bodies, named by role (``XCreate``, ``XPublic`` …).
+
+Pydantic lives here, at the edge; the libraries hand back their own dataclasses and dicts, which
+the routes pour into these. Every input is bounded (lengths, ranges) so that a request cannot
+ask for unbounded work.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .tokens import Role
+
+__all__ = [
+    "CheckPublic",
+    "DoctorPublic",
+    "DryRunRequest",
+    "DryRunResult",
+    "FindingsPage",
+    "Health",
+    "JobAccepted",
+    "JobPublic",
+    "LocalRuleFilePublic",
+    "LocalRuleUpdate",
+    "LocalRuleWritten",
+    "PolicyCheck",
+    "PolicyPublic",
+    "PolicyValid",
+    "Readiness",
+    "RollbackRequest",
+    "RulePublic",
+    "RulesPage",
+    "StatusPublic",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenPublic",
+    "UpdateRequest",
+    "VersionsPublic",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class CheckPublic(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+    required: bool = True
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: list[CheckPublic]
+
+
+class StatusPublic(BaseModel):
+    version: str
+    sensor: str
+    api_uptime_seconds: float
+    engine: dict[str, Any]
+    ruleset: dict[str, Any]
+
+
+class TokenCreate(_In):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role
+
+
+class TokenPublic(BaseModel):
+    id: str
+    name: str
+    role: Role
+    created: str
+    revoked: str | None = None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="the token itself: shown once, stored only as a hash")
+
+
+class RulePublic(BaseModel):
+    sid: int
+    gid: int
+    rev: int
+    msg: str
+    enabled: bool
+    action: str
+    classtype: str | None
+    metadata: dict[str, list[str]]
+
+
+class RulesPage(BaseModel):
+    version: str
+    total: int
+    offset: int
+    limit: int
+    items: list[RulePublic]
+
+
+class VersionsPublic(BaseModel):
+    active: str | None
+    versions: list[dict[str, Any]]
+
+
+class UpdateRequest(_In):
+    why: str = Field(default="API update", max_length=200)
+    offline: bool | None = None
+
+
+class RollbackRequest(_In):
+    version: str | None = Field(default=None, pattern=r"^\d{1,6}$")
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    location: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    kind: str
+    requested_by: str
+    created: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    started: str | None
+    finished: str | None
+    progress: list[dict[str, Any]]
+    report: dict[str, Any] | None
+    error: str | None
+
+
+class LocalRuleFilePublic(BaseModel):
+    name: str
+    rules: int
+    enabled: int
+
+
+class LocalRuleUpdate(_In):
+    content: str = Field(min_length=1, description="the rule file's text")
+
+
+class LocalRuleWritten(LocalRuleFilePublic):
+    validated_seconds: float
+    note: str = "takes effect with the next rule update"
+
+
+class PolicyPublic(BaseModel):
+    configured: bool
+    path: str | None = None
+    policy: dict[str, Any] | None = None
+
+
+class PolicyCheck(_In):
+    yaml: str | None = Field(default=None, description="the policy file's text")
+    policy: dict[str, Any] | None = Field(default=None, description="or the policy as JSON")
+
+
+class PolicyValid(BaseModel):
+    valid: Literal[True] = True
+    groups: int
+    rules: int
+
+
+class DryRunRequest(PolicyCheck):
+    eve_path: str | None = Field(default=None, max_length=4096,
+                                 description="an EVE file under the state directory")
+    eve: str | None = Field(default=None, description="EVE JSON lines")
+    max_findings: int = Field(default=1000, ge=1, le=10_000)
+
+
+class DryRunResult(BaseModel):
+    total: int
+    findings: list[dict[str, Any]]
+
+
+class FindingsPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[dict[str, Any]]
+
+
+class DoctorPublic(BaseModel):
+    ok: bool
+    checks: list[CheckPublic]

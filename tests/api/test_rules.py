@@ -1,0 +1,101 @@
+"""Rules through the API: listing and search, local rule validation, update jobs, rollback."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from .conftest import Server, assert_problem
+
+INVALID = (
+    'alert tcp any any -> any any (msg:"fine"; sid:9100001; rev:1;)\n'
+    "# a comment\n"
+    'alert tcp any any -> any any (msg:"broken"; content:"x"; nosuchkeyword; sid:9100002; rev:1;)\n'
+)
+VALID = 'alert tcp any any -> any 4444 (msg:"LATERAL TEST local rule"; sid:9100003; rev:1;)\n'
+
+
+def _wait(client: httpx.Client, location: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(location).json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {location} did not finish")
+
+
+def test_list_search_and_paginate(analyst: httpx.Client) -> None:
+    everything = analyst.get("/rules", params={"state": "all", "limit": 500}).json()
+    assert everything["total"] == len(everything["items"]) > 2
+    first = analyst.get("/rules", params={"state": "all", "limit": 2}).json()
+    second = analyst.get("/rules", params={"state": "all", "limit": 2, "offset": 2}).json()
+    assert [r["sid"] for r in first["items"] + second["items"]] == \
+        [r["sid"] for r in everything["items"][:4]]
+    sid = everything["items"][0]["sid"]
+    found = analyst.get("/rules", params={"q": f"^{sid}$", "state": "all"}).json()
+    assert [r["sid"] for r in found["items"]] == [sid]
+    assert found["version"] == everything["version"]
+    assert_problem(analyst.get("/rules", params={"state": "bogus"}), 422)
+    assert_problem(analyst.get("/rules", params={"version": "999"}), 409)
+
+
+def test_invalid_local_rule_is_422_and_nothing_changes(
+        server: Server, operator: httpx.Client) -> None:
+    before = operator.get("/rules/versions").json()
+    listed = operator.get("/rules/local").json()
+    r = operator.put("/rules/local/mine.rules", json={"content": INVALID})
+    problem = assert_problem(r, 422)
+    assert problem["errors"] == [{"line": 3, "sid": 9100002,
+                                  "reason": "unknown rule keyword 'nosuchkeyword'."}]
+    assert "line 3" in str(problem["detail"])
+    assert operator.get("/rules/versions").json() == before
+    assert operator.get("/rules/local").json() == listed
+    assert_problem(operator.get("/rules/local/mine.rules"), 404)
+    empty = operator.put("/rules/local/mine.rules", json={"content": "# nothing\n"})
+    assert assert_problem(empty, 422)["errors"][0]["reason"] == "no rules in the file"  # type: ignore[index]
+
+
+def test_local_rule_crud(operator: httpx.Client, analyst: httpx.Client) -> None:
+    created = operator.put("/rules/local/crud.rules", json={"content": VALID})
+    assert created.status_code == 201, created.text
+    assert created.json()["rules"] == 1
+    assert operator.put("/rules/local/crud.rules", json={"content": VALID}).status_code == 200
+    assert analyst.get("/rules/local/crud.rules").text == VALID
+    assert {"name": "crud.rules", "rules": 1, "enabled": 1} in analyst.get("/rules/local").json()
+    assert_problem(operator.put("/rules/local/..%2Fx.rules", json={"content": VALID}), 404)
+    assert_problem(operator.put("/rules/local/bad name.rules", json={"content": VALID}), 422)
+    assert operator.delete("/rules/local/crud.rules").status_code == 204
+    assert_problem(analyst.get("/rules/local/crud.rules"), 404)
+
+
+def test_update_job_then_rollback(server: Server, operator: httpx.Client) -> None:
+    before = operator.get("/rules/versions").json()["active"]
+    assert operator.put("/rules/local/job.rules", json={"content": VALID}).status_code == 201
+    try:
+        first = operator.post("/rules/update", json={"why": "api test"})
+        second = operator.post("/rules/update", json={"why": "api test, again"})
+        assert first.status_code == second.status_code == 202
+        assert first.headers["location"] == first.json()["location"]
+        job1 = _wait(operator, first.json()["location"])
+        job2 = _wait(operator, second.json()["location"])
+    finally:
+        operator.delete("/rules/local/job.rules")
+    for job in (job1, job2):
+        assert job["state"] == "succeeded", job
+        assert job["report"]["outcome"] == "activated"
+        assert [s["name"] for s in job["progress"]][:1] == ["fetch"]
+        assert job["requested_by"] == "api:test-operator"
+    # One after the other: the second started once the first had finished.
+    assert job2["started"] >= job1["finished"]
+    assert int(job2["report"]["version"]) == int(job1["report"]["version"]) + 1
+    assert job1["report"]["counts"]["local"] == 1
+    found = operator.get("/rules", params={"q": "9100003"}).json()
+    assert [r["sid"] for r in found["items"]] == [9100003]
+    rolled = operator.post("/rules/rollback", json={"version": before})
+    assert rolled.status_code == 200, rolled.text
+    assert rolled.json()["version"] == before
+    assert operator.get("/rules/versions").json()["active"] == before
+    assert operator.get("/rules", params={"q": "9100003"}).json()["total"] == 0
