@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from api.server import build_server
 from api.settings import ApiSettings, api_paths
@@ -89,7 +90,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def start_server(settings: Settings) -> Iterator[Callable[..., Server]]:
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(api: ApiSettings | None = None, state_dir: Path | None = None) -> Server:
+    def start(api: ApiSettings | None = None, state_dir: Path | None = None,
+              prepare: Callable[[FastAPI], None] | None = None) -> Server:
         s = settings if state_dir is None else load_settings(None, state_dir=str(state_dir))
         api = api or ApiSettings(auth_failures_per_minute=10_000)
         state = ApiState.build(s, api)
@@ -97,6 +99,10 @@ def start_server(settings: Settings) -> Iterator[Callable[..., Server]]:
                   for role in Role}
         server = build_server(s, api, host="127.0.0.1", port=_free_port(), state=state,
                               log_config=False)
+        if prepare is not None:
+            app = server.config.app
+            assert isinstance(app, FastAPI)
+            prepare(app)
         thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
         thread.start()
         deadline = time.monotonic() + 20
