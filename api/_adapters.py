@@ -8,6 +8,8 @@ Each is a candidate to move into its library (and be shared with the CLI):
   and only in an uncommitted change); writes into :attr:`rules.sources.Sources.local_dir`, the
   directory every update includes, atomically.
 - :func:`search_findings`: ``appliance.es.cli._cmd_search`` without the printing, with an offset.
+- :func:`engine_snapshot`, :func:`es_reachable`, :func:`state_dir_writable`: the readiness and
+  status probes (``appliance.doctor`` has similar checks, but private and slower).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError
 
 from appliance.config import Settings
-from appliance.errors import RuleError, SinkError
+from appliance.engine.socket import SuricataSocket
+from appliance.errors import RuleError, SinkError, SocketError
 from appliance.es import connect
 from appliance.es.cli import build_query
+from appliance.live import LivePaths
 from appliance.validate import ValidationReport, validate
 from rules import Rule, RuleStore, parse, parse_file
 from rules.settings import rules_root, rules_settings
@@ -35,7 +39,8 @@ from rules.sources import Sources
 
 from .settings import EsConnection
 
-__all__ = ["LocalRules", "matches", "rule_store", "ruleset", "search_findings"]
+__all__ = ["LocalRules", "engine_snapshot", "es_reachable", "matches", "rule_store", "ruleset",
+           "search_findings", "state_dir_writable"]
 
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.rules$")
 _cache: dict[tuple[str, str], list[Rule]] = {}
@@ -151,10 +156,6 @@ def search_findings(conn: EsConnection, *, query: str | None, since: str | None,
 def engine_snapshot(settings: Settings, *, counters: bool, timeout: float = 2.0,
                     ) -> dict[str, Any]:
     """What the running engine says over its command socket, or why it says nothing."""
-    from appliance.engine.socket import SuricataSocket
-    from appliance.errors import SocketError
-    from appliance.live import LivePaths
-
     path = LivePaths(settings.state_dir).socket
     try:
         with SuricataSocket(path, timeout=timeout) as sock:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .tokens import Role
 
 __all__ = [
+    "PROBLEM_RESPONSES",
+    "Problem",
     "CheckPublic",
     "DoctorPublic",
     "DryRunRequest",
@@ -43,6 +45,30 @@ __all__ = [
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[dict[str, Any]] | None = None
+    hint: str | None = None
+
+
+_PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {
+    "schema": {"$ref": "#/components/schemas/Problem"}}}}
+# Documented on every route (FastAPI then leaves out its own 422 schema, which we never send).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {**_PROBLEM, "description": text} for status, text in (
+        (401, "no valid token"), (403, "the token's role is not enough"),
+        (413, "the body is too large"), (422, "invalid request"),
+        (429, "too many failed authentications"), (500, "internal error"))}
 
 
 class Health(BaseModel):

@@ -93,3 +93,15 @@ def test_doctor(operator: httpx.Client) -> None:
     names = {c["name"] for c in doctor["checks"]}
     assert {"suricata", "state dir", "python: fastapi"} <= names
     assert isinstance(doctor["ok"], bool)
+
+
+def test_openapi_documents_problems(server: Server) -> None:
+    with server.client() as anonymous:
+        spec = anonymous.get("/openapi.json").json()
+        assert anonymous.get("/docs").headers["content-type"].startswith("text/html")
+    assert "HTTPValidationError" not in orjson.dumps(spec).decode()
+    responses = spec["paths"]["/rules"]["get"]["responses"]
+    for status in ("401", "403", "422", "429"):
+        assert responses[status]["content"]["application/problem+json"]["schema"] == {
+            "$ref": "#/components/schemas/Problem"}
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
