@@ -7,8 +7,9 @@ ids), then, in the same invocation and against the same server, alternating roun
 - baseline: ``elasticsearch.helpers.streaming_bulk`` with the same ECS documents (each line parsed
   and converted by :func:`appliance.es.ecs.to_ecs` in its action generator; ``op_type: create``,
   ``_id`` = ``lateral.id``, the same 2,000-document chunks), the client's default serializer;
-- lateral: :class:`appliance.es.EsShipper` (``write`` in pipeline-sized batches, durable spool,
-  its own thread), timed until :meth:`~appliance.es.EsShipper.drain` says all is stored.
+- lateral: :class:`appliance.es.EsShipper` as the appliance runs it (``write`` in pipeline-sized
+  batches, durable spool, bulk work in a child process), timed from the first ``write`` until
+  :meth:`~appliance.es.EsShipper.drain` says all is stored (the worker's start included).
 
 Each round writes into a fresh namespace, so both store every document. A second figure is the
 packet path's cost: pipeline + EVE file sink records/s with the shipper attached (shipping as it
@@ -77,8 +78,9 @@ def baseline(url: str, lines: list[bytes], ns: str) -> float:
 
 
 def lateral(url: str, lines: list[bytes], ns: str, work: Path) -> float:
-    ship = EsShipper(lambda: connect(url, request_timeout=120), spool_dir=work / f"spool-{ns}",
-                     dead_letter=work / "dead.jsonl", namespace=ns)
+    ship = EsShipper(connection={"url": url, "request_timeout": 120},
+                     spool_dir=work / f"spool-{ns}", dead_letter=work / "dead.jsonl",
+                     namespace=ns)
     try:
         t0 = time.perf_counter()
         for k in range(0, len(lines), BATCH):
@@ -98,7 +100,7 @@ def packet_path(url: str, raw_lines: list[bytes], work: Path, with_es: bool) -> 
     """Records/s through pipeline + EVE file sink, with or without the shipper attached."""
     pipe = Pipeline(sensor="bench-lateral", inventory=pipeline_bench.inventory())
     eve = EveFileSink(work / f"eve-{uuid.uuid4().hex}.json")
-    ship = (EsShipper(lambda: connect(url, request_timeout=120),
+    ship = (EsShipper(connection={"url": url, "request_timeout": 120},
                       spool_dir=work / f"spool-pp-{uuid.uuid4().hex}",
                       dead_letter=work / "dead.jsonl", namespace=f"pp{uuid.uuid4().hex[:8]}")
             if with_es else None)

@@ -2,8 +2,12 @@
 
 :class:`EsShipper` is a :class:`~appliance.outputs.Sink`. ``write(lines)`` appends the lines to a
 durable on-disk spool (:mod:`._spool`) and returns: the caller (the pipeline, the packet path)
-never waits for the network. A thread of the shipper's own reads the spool in order, turns each
-record into an ECS document (:mod:`.ecs`) and sends them with the bulk API:
+never waits for the network. A thread of the shipper's own reads the spool in order and hands
+each batch to a runner (:mod:`._bulk`) that turns the records into ECS documents (:mod:`.ecs`)
+and sends them with the bulk API. Given ``connection`` (:func:`~appliance.es.connect`'s
+arguments) the runner is a child process, so conversion and serialisation do not compete with
+the pipeline for the interpreter lock (the appliance's mode); given a ``client``, it runs in the
+shipper's thread.
 
 - **Triggers**: a bulk request goes when ``batch_docs`` records are waiting (size) or
   ``flush_interval`` seconds have passed (time), or on ``flush()``.
@@ -33,31 +37,21 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
 import orjson
-from elastic_transport import TransportError
-from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import Elasticsearch
 
 from ..errors import SinkError
-from ._client import COMPAT_ACCEPT, COMPAT_NDJSON
+from ._bulk import ProcessRunner, Rejected, Runner, ThreadRunner
 from ._spool import Batch, Spool
-from .ecs import dataset, doc_id, to_ecs
-from .templates import data_stream, setup
 
 __all__ = ["EsShipper", "ShipperCounters"]
 
 log = logging.getLogger("lateral.es.shipper")
-
-_HEADERS = {"accept": COMPAT_ACCEPT, "content-type": COMPAT_NDJSON}
-_PARAMS = {"filter_path": "errors,items.*.status,items.*.error,items.*._index"}
-# Records re-emitted with the same id and newer content (a policy finding's final count):
-# on 409 the stored document is replaced, guarded by its seq_no (data streams allow no upsert).
-_REPLACEABLE = frozenset({"policy"})
 
 
 @dataclass(slots=True)
@@ -82,8 +76,9 @@ class EsShipper:
 
     def __init__(
         self,
-        client: Elasticsearch | Callable[[], Elasticsearch],
+        client: Elasticsearch | Callable[[], Elasticsearch] | None = None,
         *,
+        connection: Mapping[str, Any] | None = None,
         spool_dir: Path,
         dead_letter: Path,
         namespace: str = "default",
@@ -98,8 +93,15 @@ class EsShipper:
         close_timeout: float = 10.0,
         install_templates: bool = False,
     ) -> None:
-        self._client = client() if callable(client) else client
         self._spool = Spool(spool_dir, segment_bytes=segment_bytes, max_bytes=max_spool_bytes)
+        self._runner: Runner
+        if connection is not None:
+            self._runner = ProcessRunner(connection, namespace, host)
+        elif client is not None:
+            self._runner = ThreadRunner(client() if callable(client) else client, namespace,
+                                        host)
+        else:
+            raise ValueError("give a client (thread mode) or connection arguments (process)")
         self.dead_letter = dead_letter
         self.namespace = namespace
         self.host = host
@@ -183,9 +185,11 @@ class EsShipper:
         self._thread.join(self.close_timeout)
         self._stop.set()
         self._wake.set()
+        if self._thread.is_alive():
+            self._runner.interrupt()
         self._thread.join()
         self._spool.close()
-        self._client.close()
+        self._runner.close()
 
     def __enter__(self) -> EsShipper:
         return self
@@ -227,152 +231,54 @@ class EsShipper:
         """Install the index templates before the first document (retried like a bulk)."""
         attempt = 0
         while not self._stop.is_set():
-            try:
-                setup(self._client)
-            except (ApiError, TransportError) as exc:
-                attempt += 1
-                self.last_error = f"installing index templates: {exc}"
-                log.warning("%s; retrying", self.last_error)
-                self._stop.wait(self._backoff(attempt))
-                continue
-            self._needs_setup = False
-            return True
+            error = self._runner.setup()
+            if error is None:
+                self._needs_setup = False
+                return True
+            attempt += 1
+            self.last_error = error
+            log.warning("%s; retrying", error)
+            self._stop.wait(self._backoff(attempt))
         return False
 
     def _ship(self, batch: Batch) -> bool:
         """Send one batch until Elasticsearch has answered for every record; False if stopped."""
-        actions: list[bytes] = []
-        docs: list[bytes] = []
-        kinds: list[str] = []
-        for line in batch.lines:
-            try:
-                rec = orjson.loads(line)
-                if not isinstance(rec, dict):
-                    raise TypeError("not a JSON object")
-            except (orjson.JSONDecodeError, TypeError) as exc:
-                self._dead_letter([(line, 0, f"unparseable record: {exc}", None, None)])
-                continue
-            rid = doc_id(rec) or blake2b(line, digest_size=16).hexdigest()
-            kind = dataset(rec)
-            index = data_stream(kind, self.namespace)
-            kinds.append(kind)
-            actions.append(orjson.dumps({"create": {"_index": index, "_id": rid}}))
-            docs.append(orjson.dumps(to_ecs(rec, host=self.host)))
-        pending = list(range(len(docs)))
+        pending = batch.lines
         attempt = 0
         while pending:
             if self._stop.is_set():
                 return False
             if not self._spool.alive(batch):
                 return False  # dropped from the spool meanwhile: counted there
-            body = b"".join(actions[i] + b"\n" + docs[i] + b"\n" for i in pending)
-            retry = self._bulk(body, pending, actions, docs, kinds)
-            if retry is None:  # the whole request failed: try it all again
-                retry = pending
-            if retry:
+            self.counters.bulk_requests += 1
+            out = self._runner.send(pending)
+            c = self.counters
+            c.shipped += out.shipped
+            c.duplicates += out.duplicates
+            c.replaced += out.replaced
+            if out.rejected:
+                self._dead_letter(out.rejected)
+            self.last_error = out.failure
+            if out.failure:
+                log.warning("%s; records stay spooled, retrying", out.failure)
+            pending = [pending[i] for i in out.retry]
+            if pending:
                 attempt += 1
-                self.counters.retries += 1
+                c.retries += 1
                 self._stop.wait(self._backoff(attempt))
-            pending = retry
         return True
 
-    def _bulk(self, body: bytes, pending: list[int], actions: list[bytes], docs: list[bytes],
-              kinds: list[str]) -> list[int] | None:
-        """One bulk request; the items to retry, or None if the whole request must be."""
-        self.counters.bulk_requests += 1
-        try:
-            resp = self._client.perform_request("PUT", "/_bulk", params=_PARAMS,
-                                                headers=_HEADERS, body=body)
-        except ApiError as exc:
-            status = exc.meta.status
-            self.last_error = f"bulk request: HTTP {status}: {exc.message}"
-            if status == 429 or status >= 500:
-                log.warning("Elasticsearch busy or failing (%s); retrying", self.last_error)
-                return None
-            # The request itself was refused (e.g. 413): every record goes to the dead letters.
-            self._dead_letter([(docs[i], status, self.last_error, actions[i], None)
-                               for i in pending])
-            return []
-        except TransportError as exc:  # connection refused, timeout, TLS …
-            self.last_error = f"Elasticsearch unreachable: {exc}"
-            log.warning("%s; spooling and retrying", self.last_error)
-            return None
-        self.last_error = None
-        result = resp.body
-        items = result.get("items") or []
-        if not result.get("errors"):
-            self.counters.shipped += len(pending)
-            return []
-        retry: list[int] = []
-        rejected: list[tuple[bytes, int, str, bytes | None, Any]] = []
-        replace: list[tuple[int, str]] = []
-        for i, item in zip(pending, items, strict=True):
-            res = next(iter(item.values()))
-            status = int(res.get("status", 0))
-            if status in (200, 201):
-                self.counters.shipped += 1
-            elif status == 409 and kinds[i] in _REPLACEABLE:
-                replace.append((i, str(res.get("_index"))))
-            elif status == 409:
-                self.counters.duplicates += 1
-            elif status == 429 or status >= 500:
-                retry.append(i)
-            else:
-                err = res.get("error") or {}
-                reason = f"{err.get('type')}: {err.get('reason')}" if isinstance(err, dict) \
-                    else str(err)
-                rejected.append((docs[i], status, reason, actions[i], err))
-        if rejected:
-            self._dead_letter(rejected)
-        if replace:
-            try:
-                retry.extend(self._replace(replace, actions, docs))
-            except (ApiError, TransportError) as exc:
-                self.last_error = f"replacing stored documents: {exc}"
-                retry.extend(i for i, _ in replace)
-        return retry
-
-    def _replace(self, items: list[tuple[int, str]], actions: list[bytes],
-                 docs: list[bytes]) -> list[int]:
-        """Overwrite stored documents with their newer version; the items to retry."""
-        ids = [orjson.loads(actions[i])["create"]["_id"] for i, _ in items]
-        lines: list[bytes] = []
-        for (i, index), rid in zip(items, ids, strict=True):
-            got = self._client.perform_request(
-                "GET", f"/{index}/_doc/{rid}", params={"_source": "false"}, headers=_HEADERS)
-            head = orjson.dumps({"index": {"_index": index, "_id": rid,
-                                           "if_seq_no": got.body["_seq_no"],
-                                           "if_primary_term": got.body["_primary_term"]}})
-            lines.append(head + b"\n" + docs[i] + b"\n")
-        resp = self._client.perform_request("PUT", "/_bulk", params=_PARAMS, headers=_HEADERS,
-                                            body=b"".join(lines))
-        retry = []
-        for (i, _), item in zip(items, resp.body.get("items") or [], strict=True):
-            status = int(next(iter(item.values())).get("status", 0))
-            if status in (200, 201):
-                self.counters.replaced += 1
-            else:  # changed meanwhile (409) or busy: try the whole record again
-                retry.append(i)
-        return retry
-
-    def _dead_letter(self, entries: list[tuple[bytes, int, str, bytes | None, Any]]) -> None:
-        out = []
-        for doc, status, reason, action, error in entries:
-            target = orjson.loads(action)["create"] if action else {}
-            try:
-                document: Any = orjson.loads(doc)
-            except orjson.JSONDecodeError:
-                document = doc.decode("utf-8", "replace")
-            out.append(orjson.dumps({
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "reason": reason, "status": status, "index": target.get("_index"),
-                "id": target.get("_id"), "error": error, "document": document}))
+    def _dead_letter(self, entries: list[Rejected]) -> None:
+        out = [orjson.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": r.reason,
+            "status": r.status, "index": r.index, "id": r.doc_id, "error": r.error,
+            "document": r.document}) for r in entries]
         self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
         with self.dead_letter.open("ab") as fh:
             fh.write(b"\n".join(out) + b"\n")
         self.counters.dead_lettered += len(entries)
         log.warning("%d document(s) refused by Elasticsearch: written to %s (%s)",
-                    len(entries), self.dead_letter, entries[0][2])
+                    len(entries), self.dead_letter, entries[0].reason)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))

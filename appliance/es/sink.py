@@ -7,7 +7,8 @@ using its ``sync``/``state``/``recover`` for exactly-once output) take it unchan
 also makes the shipper's spool durable, so a checkpoint never runs ahead of the spool.
 
 :func:`open_shipper` builds a shipper from plain settings values, with its spool and dead-letter
-file under the appliance's state directory, installing the index templates on first contact.
+file under the appliance's state directory, installing the index templates on first contact;
+its bulk work runs in a child process, off the pipeline's interpreter lock.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..outputs import EveFileSink
-from ._client import connect
 from .shipper import EsShipper
 
 __all__ = ["ShippingEveSink", "open_shipper"]
@@ -36,8 +36,8 @@ def open_shipper(
 ) -> EsShipper:
     """A shipper to ``url``: spool ``state_dir/es-spool``, rejects ``es-dead-letter.jsonl``."""
     return EsShipper(
-        lambda: connect(url, api_key=api_key, username=username, password=password,
-                        ca_file=ca_file),
+        connection={"url": url, "api_key": api_key, "username": username,
+                    "password": password, "ca_file": ca_file},
         spool_dir=state_dir / "es-spool", dead_letter=state_dir / "es-dead-letter.jsonl",
         namespace=namespace, host=host, max_spool_bytes=max_spool_bytes,
         install_templates=True)

@@ -119,7 +119,8 @@ def test_outage_mid_stream_ends_with_every_document_once(
         pytest.skip("an external server (LATERAL_TEST_ES_URL) is not stopped by tests")
     setup(client)
     spool, dead, ns = tmp_path / "spool", tmp_path / "dead.jsonl", unique("outage")
-    first = EsShipper(lambda: connect(es.url, request_timeout=5), spool_dir=spool,
+    # The appliance's mode: bulk work in a child process.
+    first = EsShipper(connection={"url": es.url, "request_timeout": 5}, spool_dir=spool,
                       dead_letter=dead, namespace=ns, batch_docs=100, backoff_max=1.0,
                       close_timeout=1.0)
     first.write(records("out", 300))
