@@ -19,6 +19,7 @@ by counting while reading (chunked uploads) with :class:`BodyTooLarge`, an ``HTT
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -63,6 +64,15 @@ def _lateral_status(exc: LateralError) -> int:
     return 500
 
 
+def _allowed(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    for template, operations in paths.items():
+        if re.fullmatch(re.sub(r"\{[^}/]+\}", "[^/]+", template), request.url.path):
+            return sorted(m.upper() for m in operations)
+    return []
+
+
 def install_handlers(app: FastAPI) -> None:
     """Register the problem+json exception handlers on ``app``."""
 
@@ -73,8 +83,12 @@ def install_handlers(app: FastAPI) -> None:
         if isinstance(exc.detail, dict):
             detail = str(exc.detail.get("detail", detail))
             extra = {k: v for k, v in exc.detail.items() if k != "detail"}
-        return problem(exc.status_code, detail, instance=request.url.path,
-                       headers=dict(exc.headers or {}), **extra)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route's methods; a path may have several routes.
+            headers["Allow"] = ", ".join(_allowed(request))
+        return problem(exc.status_code, detail, instance=request.url.path, headers=headers,
+                       **extra)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -66,9 +66,12 @@ _PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+j
 # Documented on every route (FastAPI then leaves out its own 422 schema, which we never send).
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**_PROBLEM, "description": text} for status, text in (
-        (401, "no valid token"), (403, "the token's role is not enough"),
+        (400, "the body is not valid JSON"), (401, "no valid token"),
+        (403, "the token's role is not enough"), (404, "no such resource"),
+        (405, "method not allowed (see Allow)"), (409, "conflicts with the ruleset's state"),
         (413, "the body is too large"), (422, "invalid request"),
-        (429, "too many failed authentications"), (500, "internal error"))}
+        (429, "too many failed authentications"), (500, "internal error"),
+        (503, "a dependency (engine, Elasticsearch) is unavailable or not configured"))}
 
 
 class Health(BaseModel):
@@ -97,7 +100,7 @@ class StatusPublic(BaseModel):
 
 
 class TokenCreate(_In):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.@-]{0,63}$")
     role: Role
 
 

@@ -126,6 +126,9 @@ def test_problem_details(server: Server, analyst: httpx.Client, operator: httpx.
     p = assert_problem(analyst.get("/rules?limit=100000"), 422)
     assert p["errors"][0]["loc"] == ["query", "limit"]  # type: ignore[index]
     assert_problem(analyst.get("/rules?q=(unclosed"), 422)
+    not_allowed = analyst.request("PATCH", "/rules/local/x.rules")
+    assert_problem(not_allowed, 405)
+    assert not_allowed.headers["allow"] == "DELETE, GET, PUT"
     big = "#" * (1024 * 1024 + 1)
     assert_problem(operator.put("/rules/local/big.rules", json={"content": big}), 413)
 
