@@ -23,6 +23,7 @@ Usage: python bench/ship.py [--records 100000] [--rounds 2] [--url URL]
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -162,6 +163,7 @@ def main() -> None:
         finally:
             if run_dir is not None:
                 subprocess.run([str(SCRIPT), "stop", "--dir", str(run_dir)], check=False)
+                shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
