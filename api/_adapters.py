@@ -27,7 +27,7 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError
 
 from appliance.config import Settings
-from appliance.engine.socket import SuricataSocket
+from appliance.engine.socket import CommandRefused, SuricataSocket
 from appliance.errors import RuleError, SinkError, SocketError
 from appliance.es import connect
 from appliance.es.cli import build_query
@@ -162,8 +162,16 @@ def engine_snapshot(settings: Settings, *, counters: bool, timeout: float = 2.0,
             out: dict[str, Any] = {"available": True, "uptime_seconds": sock.uptime(),
                                    "version": sock.version()}
             if counters:
-                out["counters"] = sock.dump_counters()
-                out["ruleset"] = sock.ruleset_stats()
+                # Suricata refuses these until its stats thread ran once (and, in the
+                # unix-socket runmode, while no capture is processed): the engine is up anyway.
+                try:
+                    out["counters"] = sock.dump_counters()
+                except CommandRefused as exc:
+                    out["counters_error"] = exc.message
+                try:
+                    out["ruleset"] = sock.ruleset_stats()
+                except CommandRefused as exc:
+                    out["ruleset_error"] = exc.message
     except SocketError as exc:
         return {"available": False, "error": exc.message}
     return out

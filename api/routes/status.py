@@ -57,7 +57,8 @@ def metrics(state: StateDep, _who: Analyst) -> PlainTextResponse:
             help_text="1 when Suricata's command socket answers")
     if engine["available"]:
         out.add("lateral_engine_uptime_seconds", engine["uptime_seconds"])
-        out.add_tree("suricata", engine["counters"], help_text="Suricata's dump-counters")
+        out.add_tree("suricata", engine.get("counters") or {},
+                     help_text="Suricata's dump-counters")
     if state.pipeline_counters is not None:
         out.add_tree("lateral_pipeline", state.pipeline_counters(),
                      help_text="Lateral's pipeline counters")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import orjson
+
+from appliance.live import LivePaths
+from tests.appliance.test_engine_socket import running_suricata
 
 from .conftest import Server, assert_problem
 
@@ -105,3 +110,24 @@ def test_openapi_documents_problems(server: Server) -> None:
         assert responses[status]["content"]["application/problem+json"]["schema"] == {
             "$ref": "#/components/schemas/Problem"}
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_with_a_running_engine(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    """A real Suricata (unix-socket runmode) answering on the appliance's socket path."""
+    state_dir = tmp_path / "state"
+    (state_dir / "run").mkdir(parents=True)
+    engine_dir = tmp_path / "engine"
+    engine_dir.mkdir()
+    server = start_server(state_dir=state_dir)
+    with running_suricata(engine_dir) as sock:
+        LivePaths(state_dir).socket.symlink_to(sock)
+        with server.client() as anonymous:
+            ready = anonymous.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ready"
+        with server.client("analyst") as analyst:
+            engine = analyst.get("/status").json()["engine"]
+            metrics = analyst.get("/metrics").text
+        assert engine["available"] is True and engine["version"].startswith("7.")
+        assert "lateral_engine_up 1" in metrics
+        assert re.search(r"^lateral_engine_uptime_seconds \d+$", metrics, re.M)
