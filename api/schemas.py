@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .tokens import Role
 
 __all__ = [
+    "PolicyEntries",
+    "PolicyEntry",
+    "SourceCreate",
+    "SourcePublic",
+    "SourceUpdate",
     "PROBLEM_RESPONSES",
     "Problem",
     "CheckPublic",
@@ -221,3 +226,39 @@ class FindingsPage(BaseModel):
 class DoctorPublic(BaseModel):
     ok: bool
     checks: list[CheckPublic]
+
+
+class SourcePublic(BaseModel):
+    name: str
+    location: str = Field(description="credentials in a URL are masked")
+    kind: str
+    enabled: bool
+    auth_header: bool = Field(description="whether an auth header is stored (never shown)")
+
+
+class SourceCreate(_In):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    location: str = Field(min_length=1, max_length=4096,
+                          description="https:// or file:// URL, or a local path")
+    http_header: str | None = Field(default=None, max_length=4096,
+                                    pattern=r"^[A-Za-z0-9-]+: ?[^\r\n]+$",
+                                    description="e.g. 'Authorization: Bearer …' (write-only)")
+
+
+class SourceUpdate(_In):
+    enabled: bool
+
+
+class PolicyEntry(_In):
+    kind: Literal["enable", "disable", "modify", "drop"]
+    entry: str = Field(min_length=1, max_length=1000, pattern=r"^[^\r\n]+$",
+                       description='a sid, gid:sid, re:REGEX, group:FILE, "metadata: K V"; '
+                       'modify: MATCHER "FROM" "TO"')
+    remove: bool = False
+
+
+class PolicyEntries(BaseModel):
+    enable: list[str]
+    disable: list[str]
+    modify: list[str]
+    drop: list[str]

@@ -5,6 +5,8 @@
     tokens    GET, POST /tokens; DELETE /tokens/{id}           admin
     rules     GET /rules, /rules/versions, /rules/local[/{n}]  analyst
               POST /rules/update, /rules/rollback; PUT, DELETE /rules/local/{n}   operator
+    sources   GET /rules/sources, /rules/policy                analyst
+              POST, PATCH, DELETE /rules/sources[/{n}]; POST /rules/policy   operator
     jobs      GET /jobs/{id}                                   analyst
     policies  GET /policies                                    analyst
               POST /policies/validate, /policies/dry-run       operator
@@ -12,6 +14,8 @@
     doctor    GET /doctor                                      operator
 """
 
-from . import doctor, findings, health, jobs, policies, rules, status, tokens
+from . import doctor, findings, health, jobs, policies, rules, sources, status, tokens
 
-__all__ = ["doctor", "findings", "health", "jobs", "policies", "rules", "status", "tokens"]
+__all__ = [
+    "doctor", "findings", "health", "jobs", "policies", "rules", "sources", "status", "tokens",
+]
