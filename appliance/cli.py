@@ -59,12 +59,13 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from .policy.model import load_policy
     from .replay import replay
 
-    if args.policy is not None:
-        raise ConfigError("--policy: policy checks are not available in this version yet",
-                          hint="run without --policy; Suricata's detection is unaffected")
     settings = _settings(args)
+    policy_path = args.policy or settings.policy
+    policy = load_policy(Path(policy_path)) if policy_path else None
+    es_url = args.es or settings.es.url
     err = Console(stderr=True)
     show_progress = err.is_terminal and not args.quiet
     captures = [Path(p) for p in args.captures]
@@ -81,11 +82,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
             result = replay(settings, captures, Path(args.eve), rules=rules,
                             skip_invalid_rules=args.skip_invalid_rules, progress=progress,
-                            keep_workdir=args.keep_workdir)
+                            keep_workdir=args.keep_workdir, policy=policy, es_url=es_url)
     else:
         result = replay(settings, captures, Path(args.eve), rules=rules,
                         skip_invalid_rules=args.skip_invalid_rules,
-                        keep_workdir=args.keep_workdir)
+                        keep_workdir=args.keep_workdir, policy=policy, es_url=es_url)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     for failure in result.rule_failures:
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", metavar="FILE", help="inter-VM policy file")
     config_arg(p)
     p.add_argument("--eve", required=True, metavar="OUT", help="EVE JSON-lines output file")
+    p.add_argument("--es", metavar="URL", help="also ship the records to Elasticsearch")
     p.add_argument("--skip-invalid-rules", action="store_true",
                    help="load the valid rules and go on (stock Suricata's behaviour)")
     p.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON")
@@ -348,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", nargs="?")
     p.add_argument("--list", action="store_true")
     p.set_defaults(func=_cmd_lab)
+    from .es.cli import register as register_es  # local import: keeps CLI start fast
+
+    register_es(sub)
     return parser
 
 

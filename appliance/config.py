@@ -28,6 +28,7 @@ __all__ = [
     "STOCK_PORT_GROUPS",
     "CaptureSettings",
     "EngineSettings",
+    "EsSettings",
     "OutputSettings",
     "EveSettings",
     "Settings",
@@ -218,6 +219,19 @@ class OutputSettings(_Model):
     stats_every: float = Field(default=10.0, gt=0)
 
 
+class EsSettings(_Model):
+    """Shipping to Elasticsearch (off unless url is set)."""
+
+    url: str | None = None
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9_]+$")
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    max_spool_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    drain_timeout: float = Field(default=60.0, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything Lateral is configured with."""
 
@@ -237,6 +251,7 @@ class Settings(BaseSettings):
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     policy: Path | None = None  # the inter-VM policy file (see appliance.policy.model)
+    es: EsSettings = Field(default_factory=EsSettings)
 
     @classmethod
     def settings_customise_sources(

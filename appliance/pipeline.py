@@ -10,7 +10,9 @@ its meaning unchanged: Lateral's fields are appended as one ``lateral`` object::
 Policy checks may add records of their own (``event_type: policy``). Suricata's ``stats``
 records also carry Lateral's pipeline counters (``lateral.pipeline``), so the engine's and the
 pipeline's figures travel together. A line that is not a JSON object is counted
-(``parse_errors``) and skipped; a check that raises is logged, counted and skipped.
+(``parse_errors``) and skipped; a check that raises is logged, counted and skipped. Passwords
+Suricata itself logs (FTP ``PASS`` data, HTTP authorization headers) are redacted before the
+record is hashed or written (``redacted``).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class PipelineCounters:
     parse_errors: int = 0
     policy_findings: int = 0
     check_errors: int = 0
+    redacted: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -115,6 +118,7 @@ class PipelineCounters:
             "parse_errors": self.parse_errors,
             "policy_findings": self.policy_findings,
             "check_errors": self.check_errors,
+            "redacted": self.redacted,
             "by_type": dict(self.by_type),
         }
 
@@ -139,6 +143,7 @@ class PipelineCounters:
             parse_errors=int(data.get("parse_errors", 0)),
             policy_findings=int(data.get("policy_findings", 0)),
             check_errors=int(data.get("check_errors", 0)),
+            redacted=int(data.get("redacted", 0)),
             by_type={str(k): int(v) for k, v in by_type.items()},
         )
 
@@ -237,7 +242,8 @@ class Pipeline:
                 counters.parse_errors += 1
                 continue
             src, dest = resolve(rec.src_ip, rec.dest_ip, rec.ether)
-            if et in wants_full or rec.lateral is not None or raw[-1] != 125 or not raw.isascii():
+            if (et in wants_full or rec.lateral is not None or raw[-1] != 125
+                    or not raw.isascii() or b"PASS" in raw or b"uthorization" in raw):
                 line = self._full(raw, et, src, dest, n_in, out)  # 125 == ord("}")
                 if line is None:
                     counters.parse_errors += 1
@@ -274,6 +280,9 @@ class Pipeline:
             rec = _loads(raw)
         except _JSONError:
             return None
+        if redact(rec):  # ids and output from the redacted record only
+            raw = _dumps(rec)
+            self.counters.redacted += 1
         if et == "alert":
             rid = finding_id(self._key, rec)
         else:
@@ -397,6 +406,35 @@ def _head_fields(rec: _Head) -> dict[str, Any]:
             "in_iface": rec.in_iface, "vlan": rec.vlan, "alert": rec.alert,
             "flow_id": rec.flow_id, "app_proto": rec.app_proto,
             "community_id": rec.community_id, "ether": rec.ether}
+
+
+REDACTED = "[redacted by Lateral]"
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+def redact(rec: dict[str, Any]) -> bool:
+    """Remove passwords Suricata logs (FTP ``PASS`` data, HTTP authorization headers)."""
+    changed = False
+    ftp = rec.get("ftp")
+    if isinstance(ftp, dict) and str(ftp.get("command", "")).upper() == "PASS" \
+            and ftp.get("command_data"):
+        ftp["command_data"] = REDACTED
+        changed = True
+    http = rec.get("http")
+    if isinstance(http, dict):
+        for key in ("authorization", "proxy_authorization"):
+            if key in http:
+                http[key] = REDACTED
+                changed = True
+        for name in ("request_headers", "response_headers"):
+            headers = http.get(name)
+            if isinstance(headers, list):
+                for header in headers:
+                    if isinstance(header, dict) and \
+                            str(header.get("name", "")).lower() in _SECRET_HEADERS:
+                        header["value"] = REDACTED
+                        changed = True
+    return changed
 
 
 def _splice(raw: bytes, lat: dict[str, Any]) -> bytes:

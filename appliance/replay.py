@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._replay_socket import SocketEngine, fd_position, socket_dir_ok
 from .captures import CaptureInfo, check_capture
@@ -57,6 +58,10 @@ from .errors import EngineError, LateralError, RuleError, SinkError, SocketError
 from .eve.reader import EveReader
 from .outputs import EveFileSink
 from .pipeline import Pipeline, PipelineCounters
+from .policy.compile import compile_policy
+from .policy.l2checks import L2Checks
+from .policy.model import PolicyFile
+from .policy.runner import build_checks, policy_inventory
 from .render import RenderTarget, write_config
 from .summary import Summary
 
@@ -200,8 +205,16 @@ def replay(
     progress: Progress | None = None,
     workdir: Path | None = None,
     keep_workdir: bool = False,
+    policy: PolicyFile | None = None,
+    es_url: str | None = None,
 ) -> ReplayResult:
-    """Run the captures through Suricata and the pipeline; write the EVE output to ``eve_out``."""
+    """Run the captures through Suricata and the pipeline; write the EVE output to ``eve_out``.
+
+    With a ``policy``: its compilable segmentation rules run inside Suricata (a generated rule
+    file beside the given rules), the other checks in the pipeline, and the L2 checks over the
+    capture files once the engine is done. With ``es_url`` the records are also shipped to
+    Elasticsearch (what is not shipped when the replay ends stays spooled for the next run).
+    """
     started = time.monotonic()
     if not captures:
         raise LateralError("no capture files given")
@@ -216,9 +229,19 @@ def replay(
     work.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     reader: EveReader | None = None
+    inventory = policy_inventory(settings, policy)
+    compiled: frozenset[str] = frozenset()
+    if policy is not None:
+        generated = compile_policy(policy, inventory)
+        if generated.compiled:
+            policy_rules = work / "lateral-policy.rules"
+            policy_rules.write_text(generated.text, encoding="utf-8")
+            rule_files = [*rule_files, policy_rules]
+            compiled = frozenset(generated.compiled)
     pipeline = Pipeline(
         sensor=settings.sensor,
-        inventory=Inventory(settings.inventory),
+        inventory=inventory,
+        checks=build_checks(policy, inventory, compiled=compiled) if policy else (),
         observers=[summary],
         stats_extra=lambda: {"lag_bytes": reader.lag_bytes() if reader is not None else 0},
     )
@@ -226,7 +249,7 @@ def replay(
     tmp_out = eve_out.with_name(f".{eve_out.name}.{os.getpid()}.partial")
     try:
         tmp_out.unlink(missing_ok=True)  # a fresh file, even if a stale partial one was left
-        sink = EveFileSink(tmp_out)
+        sink, shipper = _open_sink(settings, tmp_out, es_url)
         with sink:
             if len(infos) > 1:
                 def follow_reader(current: EveReader) -> None:
@@ -265,6 +288,11 @@ def replay(
                     done_bytes += info.size
                     if progress is not None:
                         progress(done_bytes, total, info.path.name)
+            if policy is not None:
+                _policy_tail(policy, inventory, infos, pipeline, sink)
+            if shipper is not None:  # ship what is left; the rest stays spooled for the next run
+                sink.flush()
+                shipper.drain(settings.es.drain_timeout)
         os.replace(tmp_out, eve_out)
     except OSError as exc:
         raise SinkError(f"cannot write {eve_out}: {exc.strerror}") from None
@@ -277,6 +305,32 @@ def replay(
             shutil.rmtree(work, ignore_errors=True)
     result.wall_seconds = time.monotonic() - started
     return result
+
+
+def _open_sink(settings: Settings, path: Path, es_url: str | None
+               ) -> tuple[EveFileSink, Any | None]:
+    """The EVE file sink, shipping too when ``es_url`` is given; and the shipper, if any."""
+    if not es_url:
+        return EveFileSink(path), None
+    from .es import ShippingEveSink, open_shipper  # the client is imported only when shipping
+
+    shipper = open_shipper(
+        es_url, state_dir=settings.state_dir, namespace=settings.es.namespace,
+        host=settings.host, api_key=settings.es.api_key, username=settings.es.username,
+        password=settings.es.password, ca_file=settings.es.ca_file,
+        max_spool_bytes=settings.es.max_spool_bytes)
+    return ShippingEveSink(path, shipper), shipper
+
+
+def _policy_tail(policy: PolicyFile, inventory: Inventory, infos: Sequence[CaptureInfo],
+                 pipeline: Pipeline, sink: EveFileSink) -> None:
+    """After the engine: the L2 checks over the captures, then the findings held back."""
+    spec = policy.checks.l2
+    if spec.arp or spec.dhcp or spec.ra or spec.vlan_double_tag or spec.mac_flood_per_second \
+            or spec.cleartext:
+        l2 = L2Checks(spec, inventory, policy.dedup_window)
+        sink.write(pipeline.emit(l2.feed_captures([i.path for i in infos])))
+    sink.write(pipeline.flush())
 
 
 def _check_output(eve_out: Path) -> None:

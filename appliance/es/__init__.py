@@ -22,11 +22,29 @@ the pipeline for the cluster's sake: an outage is a counter and a spool, not an 
 
 from __future__ import annotations
 
-from ._client import connect
-from .ecs import dataset, doc_id, to_ecs
-from .shipper import EsShipper, ShipperCounters
-from .sink import ShippingEveSink, open_shipper
-from .templates import SetupReport, data_stream, setup
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real imports, for type checkers; at run time they load on first use
+    from ._client import connect
+    from .ecs import dataset, doc_id, to_ecs
+    from .shipper import EsShipper, ShipperCounters
+    from .sink import ShippingEveSink, open_shipper
+    from .templates import SetupReport, data_stream, setup
 
 __all__ = ["EsShipper", "SetupReport", "ShipperCounters", "ShippingEveSink", "connect",
            "data_stream", "dataset", "doc_id", "open_shipper", "setup", "to_ecs"]
+
+# Importing the Elasticsearch client costs about half a second: every `lateral` command would pay
+# it if this package loaded it eagerly (the CLI registers `es` and `findings` at start).
+_WHERE = {"connect": "_client", "dataset": "ecs", "doc_id": "ecs", "to_ecs": "ecs",
+          "EsShipper": "shipper", "ShipperCounters": "shipper", "ShippingEveSink": "sink",
+          "open_shipper": "sink", "SetupReport": "templates", "data_stream": "templates",
+          "setup": "templates"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -17,22 +17,23 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from elastic_transport import TransportError
-from elasticsearch import ApiError, Elasticsearch
 from rich.console import Console
 from rich.table import Table
 
 from ..errors import SinkError
-from ._client import connect
-from .templates import setup
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 __all__ = ["build_query", "register"]
 
 
 def _client(args: argparse.Namespace) -> Elasticsearch:
+    from ._client import connect  # the client library loads only for these commands
+
     return connect(
         args.url, api_key=args.api_key or os.environ.get("LATERAL_ES_API_KEY"),
         username=args.user, password=os.environ.get("LATERAL_ES_PASSWORD"),
@@ -49,6 +50,11 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
+
+    from .templates import setup
+
     client = _client(args)
     try:
         report = setup(client, retention_days=args.retention_days)
@@ -95,6 +101,9 @@ def build_query(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
+
     datasets = args.dataset or ["alert", "policy"]
     index = ",".join(f"logs-lateral.{d}-{args.namespace}" for d in datasets)
     client = _client(args)

@@ -198,3 +198,24 @@ def test_fast_and_full_paths_agree() -> None:
     fast = _pipeline().process(raws)
     full = _pipeline(observers=[Summary()]).process(raws)
     assert [orjson.loads(x) for x in fast] == [orjson.loads(x) for x in full]
+
+
+def test_passwords_are_redacted_before_hashing_and_output() -> None:
+    ftp = orjson.dumps({"timestamp": "t", "event_type": "ftp", "src_ip": "10.0.0.10",
+                        "ftp": {"command": "PASS", "command_data": "hunter2"}})
+    http = orjson.dumps({"timestamp": "t", "event_type": "http", "http": {
+        "request_headers": [{"name": "Authorization", "value": "Basic YTpi"},
+                            {"name": "Host", "value": "x"}]}})
+    user = orjson.dumps({"timestamp": "t", "event_type": "ftp",
+                         "ftp": {"command": "USER", "command_data": "backup"}})
+    p = _pipeline()
+    out = p.process([ftp, http, user])
+    text = b"\n".join(out)
+    assert b"hunter2" not in text and b"YTpi" not in text
+    assert b"backup" in text and b'"Host"' in text
+    assert p.counters.redacted == 2
+    # The id is not a digest of the secret: it is the same for any password.
+    other = orjson.dumps({"timestamp": "t", "event_type": "ftp", "src_ip": "10.0.0.10",
+                          "ftp": {"command": "PASS", "command_data": "123456"}})
+    assert orjson.loads(_pipeline().process([other])[0])["lateral"]["id"] == \
+        orjson.loads(out[0])["lateral"]["id"]
