@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .tokens import Role
 
 __all__ = [
+    "RuleDiffPublic",
     "PolicyEntries",
     "PolicyEntry",
     "SourceCreate",
@@ -138,6 +139,13 @@ class RulesPage(BaseModel):
     offset: int
     limit: int
     items: list[RulePublic]
+
+
+class RuleDiffPublic(BaseModel):
+    old: str
+    new: str
+    counts: dict[str, int]
+    sids: dict[str, list[int]]
 
 
 class VersionsPublic(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from rules import Rule, Updater
+from rules.diff import diff
 
 from .._adapters import LocalRules, matches, rule_store, ruleset
 from ..deps import Analyst, Operator, SettingsDep, StateDep
@@ -17,6 +18,7 @@ from ..schemas import (
     LocalRuleUpdate,
     LocalRuleWritten,
     RollbackRequest,
+    RuleDiffPublic,
     RulePublic,
     RulesPage,
     UpdateRequest,
@@ -63,6 +65,28 @@ def versions(settings: SettingsDep, _who: Analyst) -> VersionsPublic:
     store = rule_store(settings)
     return VersionsPublic(active=store.active_id(),
                           versions=[m.to_dict() for m in store.manifests()])
+
+
+@router.get("/diff", response_model=RuleDiffPublic)
+def version_diff(
+    settings: SettingsDep, _who: Analyst,
+    old: Annotated[str, Query(pattern=r"^\d{1,6}$")],
+    new: Annotated[str | None, Query(pattern=r"^\d{1,6}$",
+                                     description="default: the active version")] = None,
+    limit: Annotated[int, Query(ge=0, le=10_000, description="sids listed per kind")] = 100,
+) -> RuleDiffPublic:
+    """What changed between two versions: counts, and the sids of each kind of change."""
+    store = rule_store(settings)
+    old_id, old_rules = ruleset(store, old)
+    new_id, new_rules = ruleset(store, new)
+    d = diff(old_rules, new_rules)
+    return RuleDiffPublic(
+        old=old_id, new=new_id, counts=d.counts(),
+        sids={"added": [r.sid for r in d.added][:limit],
+              "removed": [r.sid for r in d.removed][:limit],
+              "changed": [n.sid for _, n in d.changed][:limit],
+              "enabled": [r.sid for r in d.enabled][:limit],
+              "disabled": [r.sid for r in d.disabled][:limit]})
 
 
 @router.post("/update", response_model=JobAccepted, status_code=202)

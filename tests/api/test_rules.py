@@ -96,6 +96,9 @@ def test_update_job_then_rollback(server: Server, operator: httpx.Client) -> Non
     assert job1["report"]["counts"]["local"] == 1
     found = operator.get("/rules", params={"q": "9100003"}).json()
     assert [r["sid"] for r in found["items"]] == [9100003]
+    changes = operator.get("/rules/diff", params={"old": before}).json()
+    assert changes["new"] == job2["report"]["version"]
+    assert changes["sids"]["added"] == [9100003] and changes["counts"]["added"] == 1
     rolled = operator.post("/rules/rollback", json={"version": before})
     assert rolled.status_code == 200, rolled.text
     assert rolled.json()["version"] == before
