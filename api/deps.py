@@ -50,7 +50,7 @@ def client_address(request: Request) -> str:
 
 def _fail(request: Request, state: ApiState, reason: str) -> HTTPException:
     request.state.auth_failure = reason
-    state.counters["auth_failures"] += 1
+    state.count("auth_failures")
     state.limiter.failed(client_address(request))
     return HTTPException(401, reason, headers=_CHALLENGE)
 
@@ -63,7 +63,7 @@ def _principal(
     wait = state.limiter.blocked(client_address(request))
     if wait > 0:
         request.state.auth_failure = "rate limited"
-        state.counters["auth_rate_limited"] += 1
+        state.count("auth_rate_limited")
         raise HTTPException(429, "too many failed authentication attempts from this address",
                             headers={"Retry-After": str(max(1, math.ceil(wait)))})
     if credentials is None or credentials.scheme.lower() != "bearer":

@@ -7,6 +7,7 @@ routes through :mod:`api.deps`; there are no globals.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,12 @@ class ApiState:
     pipeline_counters: Callable[[], dict[str, Any]] | None = None
     counters: dict[str, int] = field(default_factory=lambda: {
         "auth_failures": 0, "auth_rate_limited": 0})
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, name: str) -> None:
+        """Add one to an API counter (dependencies run on several threads)."""
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
 
     @classmethod
     def build(cls, settings: Settings, api: ApiSettings | None = None) -> ApiState:

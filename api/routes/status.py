@@ -49,7 +49,7 @@ def metrics(state: StateDep, _who: Analyst) -> PlainTextResponse:
     out = MetricsText()
     out.add("lateral_api_uptime_seconds", time.monotonic() - state.started,
             help_text="seconds since the API started")
-    for name, value in state.counters.items():
+    for name, value in dict(state.counters).items():
         out.add(f"lateral_api_{name}_total", value, kind="counter",
                 help_text=f"API {name.replace('_', ' ')}")
     engine = engine_snapshot(state.settings, counters=True)
