@@ -11,7 +11,6 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from lab.scenarios import write_pcap
-
 from tests.e2e.helpers import counting_sids
 
 from .conftest import REPO, EsServer, unique
