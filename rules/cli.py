@@ -251,6 +251,31 @@ def _cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_local(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    rules = rules_settings(settings)
+    sources = Sources(settings, rules, rules_root(settings, rules))
+    if args.local_command == "add":
+        dest = sources.add_local(Path(args.path), replace=args.replace)
+        print(f"added {dest} (takes effect with the next `lateral rules update`)")
+        return 0
+    if args.local_command == "remove":
+        sources.remove_local(args.name)
+        print(f"removed {args.name} (takes effect with the next `lateral rules update`)")
+        return 0
+    files = sources.local_files()
+    rows = [(f, parse_file(f)) for f in files]
+    if args.json:
+        _json([{"name": f.name, "path": str(f), "rules": len(rs),
+                "enabled": sum(r.enabled for r in rs)} for f, rs in rows])
+        return 0
+    if not rows:
+        print("no local rule files (add one: lateral rules local add FILE.rules)")
+    for f, rs in rows:
+        print(f"{f.name:<30} {sum(r.enabled for r in rs):>5} enabled of {len(rs):>5}  {f}")
+    return 0
+
+
 def _cmd_policy(args: argparse.Namespace) -> int:
     settings = _settings(args)
     directory = rules_root(settings, rules_settings(settings)) / "update"
@@ -336,6 +361,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         s = ssub.add_parser(action, help=f"{action} a source")
         s.add_argument("name")
         s.add_argument("--config", metavar="FILE", help="Lateral's YAML configuration")
+
+    c = cmd("local", _cmd_local, "local rule files Lateral owns (always part of an update)")
+    lsub = c.add_subparsers(dest="local_command", metavar="ACTION", required=True,
+                            parser_class=type(p))
+    for action, text in (("list", "the local rule files"), ("add", "copy a *.rules file in"),
+                         ("remove", "remove a local rule file")):
+        s = lsub.add_parser(action, help=text)
+        s.add_argument("--config", metavar="FILE", help="Lateral's YAML configuration")
+        if action == "add":
+            s.add_argument("path", metavar="FILE")
+            s.add_argument("--replace", action="store_true", help="overwrite a file of that name")
+        elif action == "remove":
+            s.add_argument("name", metavar="NAME")
+        else:
+            s.add_argument("--json", action="store_true")
 
     for kind, text in (("enable", "enable rules (enable.conf)"),
                        ("disable", "disable rules (disable.conf)"),

@@ -20,12 +20,18 @@ FORMAT = 1
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """One source as it went into a version: ``state`` is fetched, cached, local or failed."""
+    """One source as it went into a version: ``state`` is fetched, cached, local or failed.
+
+    ``rules`` and ``enabled`` count the source's rules as it ships them (before Lateral's policy
+    and suricata-update's flowbit fix-ups; ``*deleted.rules`` files are ignored, as in the merge).
+    """
 
     name: str
     location: str
     state: str
     message: str = ""
+    rules: int = 0
+    enabled: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,17 @@ fetched keeps its last good copy: suricata-update falls back to its cache, and
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import logging
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,15 @@ from appliance.engine.info import suricata_info
 from appliance.errors import EngineError, RuleError
 from appliance.render import RenderTarget, write_config
 
+from ._sulog import (
+    cached_copy,
+    count_rules,
+    errors,
+    flowbit_enabled,
+    last_error,
+    rule_blobs,
+    source_statuses,
+)
 from .manifest import SourceStatus
 from .policy import POLICY_FILES
 from .settings import RulesSettings
@@ -51,12 +65,6 @@ __all__ = ["FetchResult", "Source", "Sources"]
 log = logging.getLogger("lateral.rules.sources")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$")
-_LOG = re.compile(r"^\S+ -- \S+ - <(?P<level>\w+)> -- (?P<text>.*)$")
-_FLOWBITS = re.compile(r"^Enabled (\d+) rules for flowbit dependencies")
-_CACHED = re.compile(r"^Failed to fetch (?P<url>\S+), will use latest cached version: (?P<why>.*)$")
-_FAILED = re.compile(r"^Failed to fetch (?P<url>\S+?):? (?P<why>.*)$")
-_OFFLINE = re.compile(r"^Using latest cached version of rule file: (?P<url>\S+)$")
-_NO_COPY = re.compile(r"^Can't proceed offline, source (?P<url>\S+) has not yet been downloaded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +113,12 @@ class Sources:
             (self.dir / name).touch(exist_ok=True)
 
     def _binary(self) -> str:
+        """Lateral's own (pinned, in its virtualenv) suricata-update first, then PATH's."""
         configured = self.settings.engine.suricata_update
-        found = shutil.which(configured)
+        beside = None if "/" in configured else shutil.which(
+            configured, path=str(Path(sys.executable).parent))
+        found = beside or shutil.which(configured)
         if found is None:
-            sibling = Path(sys.executable).parent / "suricata-update"
-            if sibling.exists():
-                return str(sibling)
             raise EngineError(f"suricata-update not found ({configured})",
                               hint="install Lateral's dependencies: scripts/setup")
         return found
@@ -206,7 +214,7 @@ class Sources:
                 args += ["--http-header", http_header]
             proc = self._run(args, timeout=60)
             if proc.returncode != 0:
-                raise RuleError(f"suricata-update add-source failed: {_last_error(proc)}")
+                raise RuleError(f"suricata-update add-source failed: {last_error(proc)}")
             return self.get(name)
         if http_header:
             raise RuleError("--http-header applies to URL sources only")
@@ -229,7 +237,7 @@ class Sources:
         self._write_update_yaml(self.list())
         proc = self._run(["remove-source", name], timeout=60)
         if proc.returncode != 0:
-            raise RuleError(f"suricata-update remove-source failed: {_last_error(proc)}")
+            raise RuleError(f"suricata-update remove-source failed: {last_error(proc)}")
 
     def set_enabled(self, name: str, enabled: bool) -> Source:
         """Enable or disable a source (kept, but not fetched or merged while disabled)."""
@@ -243,6 +251,40 @@ class Sources:
             on, off = src_dir / f"{_safe(name)}.yaml", src_dir / f"{_safe(name)}.yaml.disabled"
             (off if enabled else on).rename(on if enabled else off)
         return self.get(name)
+
+    # -- local rule files Lateral owns ----------------------------------------------------
+
+    def local_files(self) -> builtins.list[Path]:
+        """The local rule files (``<rules state>/local/*.rules``), always part of an update."""
+        return sorted(self.local_dir.glob("*.rules")) if self.local_dir.is_dir() else []
+
+    def add_local(self, path: Path, *, replace: bool = False) -> Path:
+        """Copy a rule file into Lateral's local rules (atomically); return the copy's path."""
+        if path.suffix != ".rules":
+            raise RuleError(f"{path}: local rule files must be named *.rules")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise RuleError(f"cannot read {path}: {exc.strerror}") from None
+        if count_rules([data])[0] == 0:
+            raise RuleError(f"{path} holds no rules")
+        self.ensure()
+        dest = self.local_dir / path.name
+        if dest.exists() and not replace:
+            raise RuleError(f"a local rule file {path.name} already exists",
+                            hint="pass --replace to overwrite it")
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        return dest
+
+    def remove_local(self, name: str) -> None:
+        """Remove a local rule file by name."""
+        path = self.local_dir / name
+        if path.parent != self.local_dir or not path.is_file():
+            raise RuleError(f"there is no local rule file {name!r}",
+                            hint="`lateral rules local list` shows them")
+        path.unlink()
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -262,18 +304,27 @@ class Sources:
         proc = self._run(args)
         seconds = time.monotonic() - t0
         lines = (proc.stdout + proc.stderr).splitlines()
-        statuses = _source_statuses(sources, lines, offline)
+        statuses = [self._with_counts(s) for s in source_statuses(sources, lines, offline)]
         if proc.returncode != 0:
             raise RuleError("suricata-update failed to build the ruleset:\n  "
-                            + "\n  ".join(_errors(lines)[-10:] or lines[-10:]))
+                            + "\n  ".join(errors(lines)[-10:] or lines[-10:]))
         merged = output_dir / "suricata.rules"
         if not merged.is_file():
             raise RuleError(f"suricata-update wrote no {merged}")
-        flowbits = 0
-        for text in _messages(lines):
-            if m := _FLOWBITS.match(text[1]):
-                flowbits = int(m.group(1))
-        return FetchResult(merged, statuses, flowbits, seconds, lines)
+        return FetchResult(merged, statuses, flowbit_enabled(lines), seconds, lines)
+
+
+    def _with_counts(self, status: SourceStatus) -> SourceStatus:
+        if status.state == "failed":
+            return status
+        path = Path(status.location) if status.state == "local" else cached_copy(
+            self.cache_dir, status.location)
+        try:
+            total, enabled = count_rules(rule_blobs(path))
+        except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            log.warning("cannot count the rules of source %s (%s): %s", status.name, path, exc)
+            return status
+        return dataclasses.replace(status, rules=total, enabled=enabled)
 
 
 def bundled_rules_path() -> Path:
@@ -283,45 +334,3 @@ def bundled_rules_path() -> Path:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9\-_]", "-", name)
-
-
-def _messages(lines: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for line in lines:
-        if m := _LOG.match(line):
-            out.append((m["level"], m["text"]))
-    return out
-
-
-def _errors(lines: list[str]) -> list[str]:
-    return [text for level, text in _messages(lines) if level in ("Error", "Critical")]
-
-
-def _last_error(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = (proc.stdout + proc.stderr).splitlines()
-    errors = _errors(lines) or [line for line in lines if line.strip()]
-    return errors[-1] if errors else f"exit status {proc.returncode}"
-
-
-def _source_statuses(sources: list[Source], lines: list[str], offline: bool) -> list[SourceStatus]:
-    """Each enabled source's fate, read from suricata-update's log."""
-    fate: dict[str, tuple[str, str]] = {}
-    for _level, text in _messages(lines):
-        if m := _CACHED.match(text):
-            fate[m["url"]] = ("cached", f"fetch failed, using the last good copy: {m['why']}")
-        elif m := _NO_COPY.match(text):
-            fate[m["url"]] = ("failed", "offline and never fetched")
-        elif m := _OFFLINE.match(text):
-            fate.setdefault(m["url"], ("cached", "offline: using the last good copy"))
-        elif m := _FAILED.match(text):
-            fate.setdefault(m["url"].rstrip("."), ("failed", f"fetch failed, no copy: {m['why']}"))
-    out = []
-    for s in sources:
-        if not s.enabled:
-            continue
-        if s.kind == "local":
-            out.append(SourceStatus(s.name, s.location, "local"))
-            continue
-        state, message = fate.get(s.location, ("fetched", ""))
-        out.append(SourceStatus(s.name, s.location, state, message))
-    return out

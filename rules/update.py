@@ -134,18 +134,31 @@ class Updater:
     def _build(self, staging: Path, report: UpdateReport, offline: bool,
                on_step: Callable[[StepReport], None] | None) -> None:
         t = time.monotonic()
-        fetch = self.sources.fetch(staging, offline=offline)
+        try:
+            fetch = self.sources.fetch(staging, offline=offline)
+        except RuleError as exc:
+            self._step(report, StepReport("fetch", False, time.monotonic() - t, exc.message),
+                       on_step)
+            report.refuse("suricata-update could not build a candidate")
+            return
         rules_file = staging / RULES_FILE
         fetch.rules_file.replace(rules_file)
         (staging / "update.log").write_text("\n".join(fetch.log) + "\n", encoding="utf-8")
         report.sources = fetch.sources
-        missing = [s for s in fetch.sources if s.state == "failed"]
-        step = self._step(report, StepReport(
-            "fetch", not missing, time.monotonic() - t,
-            "; ".join(f"{s.name}: {s.state}{' (' + s.message + ')' if s.message else ''}"
-                      for s in fetch.sources)), on_step)
-        if not step.ok:
-            report.refuse(f"source(s) with no copy at all: {', '.join(s.name for s in missing)}")
+        missing = [s.name for s in fetch.sources if s.state == "failed"]
+        empty = [s.name for s in fetch.sources if s.state != "failed" and s.rules == 0]
+        self._step(report, StepReport(
+            "fetch", not (missing or empty), time.monotonic() - t,
+            "; ".join(f"{s.name}: {s.state}, {s.enabled}/{s.rules} rules enabled"
+                      f"{' (' + s.message + ')' if s.message else ''}"
+                      for s in fetch.sources) or "no sources: Lateral's own rules only",
+            {s.name: s.enabled for s in fetch.sources}), on_step)
+        if missing:
+            report.refuse(f"source(s) with no copy at all: {', '.join(missing)}")
+            return
+        if empty:
+            report.refuse(f"source(s) with no rules (not a rule archive or .rules file?): "
+                          f"{', '.join(empty)}")
             return
         settings = engine_settings(self.settings, staging)
         canaries = discover(self.root / "canaries", self.rules.canaries)

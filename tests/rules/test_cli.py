@@ -67,6 +67,25 @@ def test_cli_lifecycle(config_file: Path, tmp_path: Path,
     assert "refused: a canary lost an expected alert" in capsys.readouterr().out
 
 
+def test_cli_local_rules(config_file: Path, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = ["--config", str(config_file)]
+    mine = tmp_path / "mine.rules"
+    mine.write_text('alert tcp any any -> any 6666 (msg:"MINE"; sid:9200001; rev:1;)\n')
+    assert run(["rules", "local", "add", str(mine), *cfg]) == 0
+    with pytest.raises(RuleError, match="already exists"):
+        run(["rules", "local", "add", str(mine), *cfg])
+    capsys.readouterr()
+    assert run(["rules", "local", "list", "--json", *cfg]) == 0
+    assert [(r["name"], r["enabled"]) for r in out_json(capsys)] == [  # type: ignore[attr-defined]
+        ("mine.rules", 1)]
+    assert run(["rules", "update", "--json", *cfg]) == 0
+    assert out_json(capsys)["counts"]["local"] == 1  # type: ignore[index]
+    assert run(["rules", "local", "remove", "mine.rules", *cfg]) == 0
+    with pytest.raises(RuleError, match="no local rule file"):
+        run(["rules", "local", "remove", "../lateral.yaml", *cfg])
+
+
 def test_cli_check(config_file: Path, tmp_path: Path, bundled_rules: Path,
                    capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.rules"

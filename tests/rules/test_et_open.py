@@ -23,8 +23,10 @@ def test_et_open_update_activates_and_the_engine_loads_it(
     assert report.activated, report.refused
     assert [s.name for s in report.steps] == [
         "fetch", "validate", "canary", "activate", "reload"]
-    assert [(s.name, s.state) for s in report.sources] == [("et-open", "fetched")]
     manifest = updater.store.manifest(report.version or "")
+    # the source as shipped: every active ET Open rule (emerging-deleted.rules is ignored)
+    assert [(s.name, s.state, s.enabled, s.rules) for s in manifest.sources] == [
+        ("et-open", "fetched", ET_OPEN_ACTIVE, 33_263 - 3_460)]
     counts = manifest.counts
     assert counts.from_sources == ET_OPEN_ACTIVE
     assert counts.flowbit_enabled == FLOWBIT_ENABLED and counts.bundled == BUNDLED

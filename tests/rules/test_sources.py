@@ -50,8 +50,8 @@ def test_unfetchable_source_keeps_its_last_good_copy(settings: Settings, tmp_pat
     rules.write_text(EXTRA)
     updater.sources.add("extra", rules.as_uri())
     first = updater.update()
-    assert first.activated and [(s.name, s.state) for s in first.sources] == [
-        ("extra", "fetched")]
+    assert first.activated and [(s.name, s.state, s.enabled) for s in first.sources] == [
+        ("extra", "fetched", 1)]
     assert 9100001 in _sids(updater)
     rules.unlink()
     second = updater.update()
@@ -86,4 +86,20 @@ def test_never_fetched_source_refuses(settings: Settings, tmp_path: Path) -> Non
     updater.sources.add("missing", (tmp_path / "never.rules").as_uri())
     report = updater.update()
     assert not report.activated and "no copy" in (report.refused or "")
+    assert updater.store.active_id() == first.version
+
+
+def test_garbage_source_refuses(settings: Settings, tmp_path: Path) -> None:
+    updater = Updater(settings)
+    first = updater.update()
+    page = tmp_path / "rules.tar.gz"
+    page.write_text("<html><body>404 Not Found</body></html>\n")
+    updater.sources.add("garbage", page.as_uri())
+    report = updater.update()
+    assert not report.activated and "no rules" in (report.refused or "")
+    assert [(s.name, s.rules) for s in report.sources] == [("garbage", 0)]
+    page.write_bytes(bytes(range(256)) * 20)  # binary junk: suricata-update itself fails
+    report = updater.update()
+    assert not report.activated and report.steps[0].name == "fetch"
+    assert not report.steps[0].ok and "suricata-update" in (report.refused or "")
     assert updater.store.active_id() == first.version

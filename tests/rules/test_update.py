@@ -87,6 +87,16 @@ def test_lost_canary_alert_blocks_activation(settings: Settings) -> None:
     assert 1000001 in _active_sids(updater)
 
 
+def test_canary_alert_lost_by_modify_blocks_activation(settings: Settings) -> None:
+    updater = Updater(settings)
+    first = updater.update()
+    add_entry(updater.sources.dir, "modify", '1000001 "etc/passwd" "etc/shadow"')
+    report = updater.update(why="a modify that breaks the traversal rule")
+    assert not report.activated and "canary" in (report.refused or "")
+    assert {c.name: c.lost for c in report.canaries}["builtin/sample"] == {1000001: (1, 0)}
+    assert updater.store.active_id() == first.version
+
+
 def test_rollback_restores_the_previous_version(settings: Settings) -> None:
     updater = Updater(settings)
     first = updater.update()
