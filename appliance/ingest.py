@@ -21,7 +21,7 @@ from .config import Settings
 from .errors import ConfigError
 from .eve.checkpoint import Checkpoint, CheckpointStore
 from .eve.reader import EveReader
-from .outputs import EveFileSink
+from .outputs import open_sink
 from .pipeline import Pipeline, PipelineCounters
 from .policy.model import load_policy
 from .policy.runner import build_checks, policy_inventory
@@ -60,7 +60,7 @@ def ingest(
     counters = PipelineCounters.from_flat(saved.counters) if saved else PipelineCounters()
     if counters_out is not None:  # the live appliance reads them while this runs
         counters_out.append(counters)
-    sink = EveFileSink(output_path)
+    sink, shipper = open_sink(settings, output_path, settings.es.url)
     reader: EveReader | None = None
     try:
         if saved is not None:
@@ -76,7 +76,8 @@ def ingest(
             inventory=inventory,
             checks=build_checks(policy, inventory) if policy else (),
             counters=counters,
-            stats_extra=lambda: {"lag_bytes": rd.lag_bytes()},
+            stats_extra=lambda: {"lag_bytes": rd.lag_bytes(),
+                                 **({"es": shipper.stats()} if shipper is not None else {})},
         )
 
         def commit() -> None:
@@ -116,6 +117,8 @@ def ingest(
             dirty = True
         if dirty:
             commit()
+        if shipper is not None:  # what is not shipped in time stays spooled for the next start
+            shipper.drain(settings.es.drain_timeout)
     finally:
         if reader is not None:
             reader.close()

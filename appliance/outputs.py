@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from .config import Settings
 from .errors import SinkError
 
-__all__ = ["EveFileSink", "Sink"]
+__all__ = ["EveFileSink", "Sink", "open_sink"]
 
 
 class Sink(Protocol):
@@ -111,3 +112,19 @@ class EveFileSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_sink(settings: Settings, path: Path, es_url: str | None = None
+              ) -> tuple[EveFileSink, Any | None]:
+    """The EVE file sink — shipping to Elasticsearch too when ``es_url`` is given — and the
+    shipper, if any (its ``stats()`` and ``drain(timeout)`` matter to the caller)."""
+    if not es_url:
+        return EveFileSink(path), None
+    from .es import ShippingEveSink, open_shipper  # the client is imported only when shipping
+
+    shipper = open_shipper(
+        es_url, state_dir=settings.state_dir, namespace=settings.es.namespace,
+        host=settings.host, api_key=settings.es.api_key, username=settings.es.username,
+        password=settings.es.password, ca_file=settings.es.ca_file,
+        max_spool_bytes=settings.es.max_spool_bytes)
+    return ShippingEveSink(path, shipper), shipper

@@ -46,7 +46,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ._replay_socket import SocketEngine, fd_position, socket_dir_ok
 from .captures import CaptureInfo, check_capture
@@ -56,7 +55,7 @@ from .enginelog import EngineMessage, RuleFailure, parse_line, rule_failures
 from .enrich import Inventory
 from .errors import EngineError, LateralError, RuleError, SinkError, SocketError
 from .eve.reader import EveReader
-from .outputs import EveFileSink
+from .outputs import EveFileSink, open_sink
 from .pipeline import Pipeline, PipelineCounters
 from .policy.compile import compile_policy
 from .policy.l2checks import L2Checks
@@ -249,7 +248,7 @@ def replay(
     tmp_out = eve_out.with_name(f".{eve_out.name}.{os.getpid()}.partial")
     try:
         tmp_out.unlink(missing_ok=True)  # a fresh file, even if a stale partial one was left
-        sink, shipper = _open_sink(settings, tmp_out, es_url)
+        sink, shipper = open_sink(settings, tmp_out, es_url)
         with sink:
             if len(infos) > 1:
                 def follow_reader(current: EveReader) -> None:
@@ -305,21 +304,6 @@ def replay(
             shutil.rmtree(work, ignore_errors=True)
     result.wall_seconds = time.monotonic() - started
     return result
-
-
-def _open_sink(settings: Settings, path: Path, es_url: str | None
-               ) -> tuple[EveFileSink, Any | None]:
-    """The EVE file sink, shipping too when ``es_url`` is given; and the shipper, if any."""
-    if not es_url:
-        return EveFileSink(path), None
-    from .es import ShippingEveSink, open_shipper  # the client is imported only when shipping
-
-    shipper = open_shipper(
-        es_url, state_dir=settings.state_dir, namespace=settings.es.namespace,
-        host=settings.host, api_key=settings.es.api_key, username=settings.es.username,
-        password=settings.es.password, ca_file=settings.es.ca_file,
-        max_spool_bytes=settings.es.max_spool_bytes)
-    return ShippingEveSink(path, shipper), shipper
 
 
 def _policy_tail(policy: PolicyFile, inventory: Inventory, infos: Sequence[CaptureInfo],
