@@ -21,7 +21,7 @@ from capture.cli import register
 from capture.inventory import inventory_from_ovsdb, load_inventory
 from capture.ovs import MirrorSpec, TunnelSpec, create_mirror, list_mirrors, remove_mirror
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
-from capture.ovsdb_values import OvsdbError
+from capture.ovsdb_values import OvsdbError, as_set
 
 from .ovs_lab import OvsLab, Sniffer
 
@@ -46,9 +46,23 @@ def client(lab: OvsLab) -> Iterator[OvsdbClient]:
         yield client
 
 
-def _mirror_state(client: OvsdbClient, lab: OvsLab) -> tuple[Any, ...]:
-    bridge = client.select("Bridge", [["name", "==", lab.bridge]], ["mirrors"])
-    return (client.select("Mirror"), bridge)
+def _bridge_state(client: OvsdbClient, lab: OvsLab) -> tuple[Any, ...]:
+    """What the lab's bridge holds: its mirrors, ports and interfaces (by name).
+
+    Scoped to the bridge: other tests may be using the same switch at the same time.
+    """
+    bridge = client.select("Bridge", [["name", "==", lab.bridge]], ["ports", "mirrors"])[0]
+
+    def names(table: str, uuids: list[Any]) -> list[str]:
+        wanted = set(uuids)
+        return sorted(str(r["name"]) for r in client.select(table, columns=["name"])
+                      if r["_uuid"] in wanted)
+
+    ports = client.select("Port", columns=["name", "interfaces"])
+    mine = [p for p in ports if p["_uuid"] in set(as_set(bridge["ports"]))]
+    ifaces = [u for p in mine for u in as_set(p["interfaces"])]
+    return (names("Mirror", as_set(bridge["mirrors"])), sorted(str(p["name"]) for p in mine),
+            names("Interface", ifaces))
 
 
 def _traffic(lab: OvsLab, sniffer: Sniffer) -> dict[str, int]:
@@ -93,7 +107,7 @@ def test_inventory_lists_both_guests(client: OvsdbClient, lab: OvsLab) -> None:
 
 
 def test_mirror_delivers_only_while_it_exists(client: OvsdbClient, lab: OvsLab) -> None:
-    before = _mirror_state(client, lab)
+    before = _bridge_state(client, lab)
     spec = MirrorSpec(name=f"lat-{lab.tag}", bridge=lab.bridge, iface_ids=(lab.a.iface_id,),
                       output_port=lab.cap_port)
     with Sniffer(lab.cap_nic) as sniffer:
@@ -119,7 +133,8 @@ def test_mirror_delivers_only_while_it_exists(client: OvsdbClient, lab: OvsLab) 
         finally:
             removed = remove_mirror(client, spec.name, lab.bridge, purge_flows=True)
         assert [m.name for m in removed] == [spec.name]
-        assert _mirror_state(client, lab) == before
+        assert _bridge_state(client, lab) == before
+        assert client.select("Mirror", [["name", "==", spec.name]]) == []
         assert _stopped(lab, sniffer) == {"a->b": 0, "b->a": 0}
     assert remove_mirror(client, spec.name) == []  # removing twice is harmless
 
@@ -231,15 +246,10 @@ def test_load_inventory_reads_the_local_switch(lab: OvsLab) -> None:
         load_inventory(Settings(), db="unix:/nonexistent/db.sock")
 
 
-def _tables(client: OvsdbClient) -> tuple[Any, ...]:
-    return tuple(sorted(map(repr, client.select(t, columns=["name"])))
-                 for t in ("Mirror", "Port", "Interface"))
-
-
 def test_erspan_tunnel_output_is_created_and_cleaned_up(client: OvsdbClient,
                                                         lab: OvsLab) -> None:
     name = f"tun-{lab.tag}"
-    before = _tables(client)
+    before = _bridge_state(client, lab)
     tunnel = TunnelSpec("erspan", "192.0.2.7", key=7)
     try:
         action, mirror = create_mirror(client, MirrorSpec(
@@ -260,7 +270,8 @@ def test_erspan_tunnel_output_is_created_and_cleaned_up(client: OvsdbClient,
         assert client.select("Port", [["name", "==", f"{name}-erspan"]]) == []
     finally:
         remove_mirror(client, name, lab.bridge)
-    assert _tables(client) == before
+    assert _bridge_state(client, lab) == before
+    assert client.select("Mirror", [["name", "==", name]]) == []
     with pytest.raises(OvsdbError, match="not an IP address"):
         create_mirror(client, MirrorSpec(name=name, bridge=lab.bridge, select_all=True,
                                          output_tunnel=TunnelSpec("gre", "nowhere")))
