@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from elastic_transport import TransportError
-from elasticsearch import ApiError
+from elasticsearch import ApiError, Elasticsearch
 
-from appliance.config import Settings
+from appliance.config import EsSettings, Settings
 from appliance.engine.socket import CommandRefused, SuricataSocket
 from appliance.errors import RuleError, SinkError, SocketError
 from appliance.es import connect
@@ -36,8 +36,6 @@ from appliance.validate import ValidationReport, validate
 from rules import Rule, RuleStore, parse, parse_file
 from rules.settings import rules_root, rules_settings
 from rules.sources import Sources
-
-from .settings import EsConnection
 
 __all__ = ["LocalRules", "engine_snapshot", "es_reachable", "matches", "rule_store", "ruleset",
            "search_findings", "state_dir_writable"]
@@ -129,7 +127,13 @@ class LocalRules:
         return True
 
 
-def search_findings(conn: EsConnection, *, query: str | None, since: str | None,
+def _client(conn: EsSettings, timeout: float) -> Elasticsearch:
+    assert conn.url is not None
+    return connect(conn.url, api_key=conn.api_key, username=conn.username,
+                   password=conn.password, ca_file=conn.ca_file, request_timeout=timeout)
+
+
+def search_findings(conn: EsSettings, *, query: str | None, since: str | None,
                     until: str | None, sid: Sequence[int], vm: Sequence[str],
                     ip: Sequence[str], severity: int | None, datasets: Sequence[str],
                     offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
@@ -137,9 +141,7 @@ def search_findings(conn: EsConnection, *, query: str | None, since: str | None,
     args = Namespace(query=query, since=since, until=until, sid=list(sid), vm=list(vm),
                      ip=list(ip), severity=severity)
     index = ",".join(f"logs-lateral.{d}-{conn.namespace}" for d in datasets)
-    client = connect(conn.url, api_key=os.environ.get("LATERAL_ES_API_KEY"),
-                     username=conn.username, password=os.environ.get("LATERAL_ES_PASSWORD"),
-                     ca_file=conn.ca_file)
+    client = _client(conn, 30.0)
     try:
         resp = client.search(index=index, query=build_query(args), size=limit, from_=offset,
                              sort=[{"@timestamp": {"order": "desc"}}],
@@ -188,11 +190,9 @@ def state_dir_writable(settings: Settings) -> tuple[bool, str]:
     return True, f"{settings.state_dir} is writable"
 
 
-def es_reachable(conn: EsConnection) -> tuple[bool, str]:
+def es_reachable(conn: EsSettings) -> tuple[bool, str]:
     """Whether Elasticsearch answers (its version), within 3 s."""
-    client = connect(conn.url, api_key=os.environ.get("LATERAL_ES_API_KEY"),
-                     username=conn.username, password=os.environ.get("LATERAL_ES_PASSWORD"),
-                     ca_file=conn.ca_file, request_timeout=3.0)
+    client = _client(conn, 3.0)
     try:
         info = client.info()
     except (ApiError, TransportError) as exc:

@@ -4,8 +4,8 @@ Until :class:`appliance.config.Settings` grows an ``api: ApiSettings`` field, th
 from the same file by :func:`load_config`, which hands the rest of the file to
 :func:`appliance.config.load_settings`; :func:`api_settings` is the one place that knows where the
 section lives (``settings.api`` once it exists). Paths left unset live under
-``<state_dir>/api/``. Secrets (Elasticsearch credentials) never sit in this file: they come from
-the environment, as for ``lateral findings search``.
+``<state_dir>/api/``. Elasticsearch is the appliance's own ``es:`` section (``settings.es``), the
+same cluster the findings are shipped to.
 """
 
 from __future__ import annotations
@@ -19,18 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from appliance.config import Settings, load_settings
 from appliance.errors import ConfigError
 
-__all__ = ["ApiSettings", "EsConnection", "api_paths", "api_settings", "load_config"]
-
-
-class EsConnection(BaseModel):
-    """Where findings are searched (credentials: LATERAL_ES_API_KEY / LATERAL_ES_PASSWORD)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str = Field(pattern=r"^https?://", description="Elasticsearch URL")
-    username: str | None = None
-    ca_file: Path | None = None
-    namespace: str = Field(default="default", pattern=r"^[a-z0-9_]{1,100}$")
+__all__ = ["ApiSettings", "api_paths", "api_settings", "load_config"]
 
 
 class ApiSettings(BaseModel):
@@ -49,7 +38,6 @@ class ApiSettings(BaseModel):
     audit_log: Path | None = None  # default <state_dir>/api/audit.jsonl
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     auth_failures_per_minute: int = Field(default=10, ge=1, le=10_000)
-    elasticsearch: EsConnection | None = None
 
 
 class ApiPaths(BaseModel):

@@ -17,7 +17,6 @@ router = APIRouter(tags=["doctor"])
 @router.get("/doctor", response_model=DoctorPublic)
 def doctor(state: StateDep, _who: Operator) -> DoctorPublic:
     """Every check of :func:`appliance.doctor.run_checks`."""
-    es = state.api.elasticsearch
-    checks = run_checks(state.settings, es_url=es.url if es is not None else None)
+    checks = run_checks(state.settings, es_url=state.settings.es.url)
     return DoctorPublic(ok=not failed_required(checks),
                         checks=[CheckPublic(**asdict(c)) for c in checks])

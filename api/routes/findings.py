@@ -30,9 +30,9 @@ def findings(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FindingsPage:
     """Alerts and policy findings (or the given datasets), newest first."""
-    conn = state.api.elasticsearch
-    if conn is None:
-        raise HTTPException(503, "Elasticsearch not configured (api.elasticsearch.url)")
+    conn = state.settings.es
+    if conn.url is None:
+        raise HTTPException(503, "Elasticsearch not configured (es.url)")
     total, items = search_findings(conn, query=q, since=since or None, until=until, sid=sid,
                                    vm=vm, ip=ip, severity=severity,
                                    datasets=dataset or ["alert", "policy"], offset=offset,

@@ -26,8 +26,8 @@ def readiness(state: StateDep) -> JSONResponse:
     checks = [CheckPublic(name="engine", ok=bool(engine["available"]),
                           detail=f"Suricata up {engine['uptime_seconds']} s"
                           if engine["available"] else str(engine["error"]))]
-    if state.api.elasticsearch is not None:
-        ok, detail = es_reachable(state.api.elasticsearch)
+    if state.settings.es.url is not None:
+        ok, detail = es_reachable(state.settings.es)
         checks.append(CheckPublic(name="elasticsearch", ok=ok, detail=detail))
     ok, detail = state_dir_writable(state.settings)
     checks.append(CheckPublic(name="state dir", ok=ok, detail=detail))

@@ -88,7 +88,7 @@ def test_policies(operator: httpx.Client, analyst: httpx.Client) -> None:
 
 def test_findings_need_elasticsearch(analyst: httpx.Client) -> None:
     p = assert_problem(analyst.get("/findings", params={"q": "rule.id:1"}), 503)
-    assert p["detail"] == "Elasticsearch not configured (api.elasticsearch.url)"
+    assert p["detail"] == "Elasticsearch not configured (es.url)"
     assert_problem(analyst.get("/findings", params={"limit": 501}), 422)
     assert_problem(analyst.get("/findings", params={"dataset": "secrets"}), 422)
 
