@@ -345,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="FILE", help="write the rule file here (default: stdout)")
     c.set_defaults(func=_cmd_policy_compile)
 
+    from capture.cli import register as register_capture
+
+    register_capture(sub)
+
     p = sub.add_parser("lab", help="write a generated inter-VM capture (scapy)")
     p.add_argument("scenario", nargs="?")
     p.add_argument("out", nargs="?")

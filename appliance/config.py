@@ -209,6 +209,9 @@ class CaptureSettings(_Model):
     checksum_checks: Literal["kernel", "yes", "no", "auto"] = "no"
     mtu: int | None = Field(default=None, ge=68, le=65535)
     promisc: bool = True
+    # Where VM identity comes from besides the config: the switch's OVSDB (unix:/path, tcp:…,
+    # ssl:…); default: the local socket when it exists.
+    ovsdb: str | None = None
     disable_offloads: bool = True
 
 

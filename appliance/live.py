@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from capture.inventory import load_inventory
 from capture.nic import prepare_nic
 from capture.sniffer import L2_FILTER, L2Sniffer
 
@@ -99,6 +100,9 @@ def _status_line(sock: SuricataSocket, counters: PipelineCounters) -> str:
 def run_live(settings: Settings, *, stop: threading.Event | None = None) -> PipelineCounters:
     """Run the appliance until ``stop`` is set or a signal asks it to; return the counters."""
     stop = stop or threading.Event()
+    # The VMs the switch knows (OVSDB external_ids), merged with the configured ones.
+    settings = settings.model_copy(update={"inventory": tuple(
+        load_inventory(settings, db=settings.capture.ovsdb))})
     paths = LivePaths(settings.state_dir)
     for folder in (paths.run, paths.engine_logs, paths.ingest):
         folder.mkdir(parents=True, exist_ok=True)

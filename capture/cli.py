@@ -137,6 +137,40 @@ def _purge_arg(p: argparse.ArgumentParser) -> None:
                         "revalidator/purge)")
 
 
+def _cmd_bridge_create(args: argparse.Namespace) -> int:
+    from .mirred import attach_taps
+
+    for m in attach_taps(list(args.taps), args.output, ingress_only=args.ingress_only):
+        print(f"{m.tap}: {'+'.join(m.directions)} -> {m.capture}")
+    return 0
+
+
+def _cmd_bridge_list(args: argparse.Namespace) -> int:
+    from .mirred import list_tap_mirrors
+
+    mirrors = list_tap_mirrors()
+    for m in mirrors:
+        print(f"{m.tap}: {'+'.join(m.directions)} -> {m.capture}")
+    if not mirrors:
+        print("no taps carry Lateral's mirror")
+    return 0
+
+
+def _cmd_bridge_remove(args: argparse.Namespace) -> int:
+    from .mirred import detach_taps
+
+    print(f"removed Lateral's mirror from {detach_taps(list(args.taps))} hook(s)")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .visibility import check_visibility
+
+    report = check_visibility(args.interface, args.seconds)
+    print(report.describe())
+    return 0 if report.delivering else 1
+
+
 def register(subparsers: Any) -> None:
     """Add ``attach`` and ``inventory`` to the ``lateral`` subcommands (an argparse
     ``_SubParsersAction``); handlers are set as ``func``."""
@@ -179,6 +213,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bridge", help="only on this bridge (default: any)")
     _purge_arg(p)
     p.set_defaults(func=_cmd_remove)
+
+    bridge = kinds.add_parser("bridge", help="Linux-bridge taps mirrored with tc mirred")
+    bactions = bridge.add_subparsers(dest="bridge_action", metavar="ACTION", required=True)
+    p = bactions.add_parser("create", help="mirror taps to the capture NIC; idempotent")
+    p.add_argument("taps", nargs="+", metavar="TAP", help="the VMs' tap (or veth) ports")
+    p.add_argument("--output", required=True, metavar="IFACE",
+                   help="where the copies go (e.g. a veth whose peer is the capture NIC)")
+    p.add_argument("--ingress-only", action="store_true",
+                   help="only what each tap's VM sends (no duplicates when both ends are taps)")
+    p.set_defaults(func=_cmd_bridge_create)
+    p = bactions.add_parser("list", help="taps carrying Lateral's mirror")
+    p.set_defaults(func=_cmd_bridge_list)
+    p = bactions.add_parser("remove", help="remove Lateral's mirror from the taps")
+    p.add_argument("taps", nargs="+", metavar="TAP")
+    p.set_defaults(func=_cmd_bridge_remove)
+
+    p = kinds.add_parser("check", help="does IFACE receive other machines' traffic (a mirror, "
+                                       "SPAN, or promiscuous port group)?")
+    p.add_argument("interface", metavar="IFACE")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.set_defaults(func=_cmd_check)
 
     p = subparsers.add_parser("inventory", help="the VMs Lateral knows: config + OVSDB")
     _db_args(p)

@@ -9,7 +9,6 @@ identity (name, uuid, iface-id, host), matched through the MACs in the EVE ``eth
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import subprocess
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-import appliance.live
 from capture.ovs import MirrorSpec, create_mirror, list_mirrors, remove_mirror
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
 
@@ -53,9 +51,6 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def test_ovs_mirror_alert_names_both_vms_from_ovsdb(tmp_path: Path, lab: OvsLab) -> None:
-    if "load_inventory" not in inspect.getsource(appliance.live):
-        pytest.xfail("appliance/live.py does not merge the OVSDB inventory yet "
-                     "(capture.inventory.load_inventory)")
     cfg = tmp_path / "lateral.yaml"
     cfg.write_text(
         f"sensor: ovs-lab\nstate_dir: {tmp_path / 'state'}\n"
