@@ -4,9 +4,8 @@ Each is a candidate to move into its library (and be shared with the CLI):
 
 - :func:`ruleset` / :func:`matches`: the rules of a version, and the CLI's search predicate
   (``rules.cli._cmd_search`` has it inline) — belongs in ``rules`` as ``search(rules, pattern)``.
-- :class:`LocalRules`: local rule files by content (``rules.sources`` copies a file in by path,
-  and only in an uncommitted change); writes into :attr:`rules.sources.Sources.local_dir`, the
-  directory every update includes, atomically.
+- :class:`LocalRules`: local rule files by name and content over ``Sources.add_local`` /
+  ``local_files`` / ``remove_local`` (which take paths), validated by ``suricata -T`` first.
 - :func:`search_findings`: ``appliance.es.cli._cmd_search`` without the printing, with an offset.
 - :func:`engine_snapshot`, :func:`es_reachable`, :func:`state_dir_writable`: the readiness and
   status probes (``appliance.doctor`` has similar checks, but private and slower).
@@ -14,7 +13,6 @@ Each is a candidate to move into its library (and be shared with the CLI):
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import threading
@@ -74,12 +72,12 @@ def matches(rule: Rule, pattern: re.Pattern[str]) -> bool:
 
 
 class LocalRules:
-    """Local rule files under the rules state directory."""
+    """Local rule files by name and content, over :class:`rules.sources.Sources`."""
 
     def __init__(self, settings: Settings) -> None:
         rules = rules_settings(settings)
         self.settings = settings
-        self.dir = Sources(settings, rules, rules_root(settings, rules)).local_dir
+        self.sources = Sources(settings, rules, rules_root(settings, rules))
 
     def check_name(self, name: str) -> None:
         if not _LOCAL_NAME.match(name):
@@ -87,13 +85,12 @@ class LocalRules:
                             "digits, _ . -)")
 
     def files(self) -> list[tuple[str, list[Rule]]]:
-        paths = sorted(self.dir.glob("*.rules")) if self.dir.is_dir() else []
-        return [(p.name, parse_file(p)) for p in paths]
+        return [(p.name, parse_file(p)) for p in self.sources.local_files()]
 
     def read(self, name: str) -> str:
         self.check_name(name)
         try:
-            return (self.dir / name).read_text(encoding="utf-8")
+            return (self.sources.local_dir / name).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise FileNotFoundError(name) from None
 
@@ -105,25 +102,20 @@ class LocalRules:
             return parse(content, source="candidate.rules"), validate(self.settings, [path])
 
     def write(self, name: str, content: str) -> bool:
-        """Write atomically; True if the file is new."""
+        """Copy the text in (``Sources.add_local``, atomic); True if the file is new."""
         self.check_name(name)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        dest = self.dir / name
-        created = not dest.exists()
-        tmp = self.dir / f".{name}.{os.getpid()}.tmp"
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
+        created = not (self.sources.local_dir / name).exists()
+        with tempfile.TemporaryDirectory(prefix="lateral-local-") as tmp:
+            path = Path(tmp) / name
+            path.write_text(content, encoding="utf-8")
+            self.sources.add_local(path, replace=True)
         return created
 
     def delete(self, name: str) -> bool:
         self.check_name(name)
-        try:
-            (self.dir / name).unlink()
-        except FileNotFoundError:
+        if not (self.sources.local_dir / name).is_file():
             return False
+        self.sources.remove_local(name)
         return True
 
 
