@@ -346,8 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_policy_compile)
 
     from capture.cli import register as register_capture
+    from rules.cli import register as register_rules
 
     register_capture(sub)
+    register_rules(sub)
 
     p = sub.add_parser("lab", help="write a generated inter-VM capture (scapy)")
     p.add_argument("scenario", nargs="?")

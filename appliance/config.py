@@ -235,6 +235,38 @@ class EsSettings(_Model):
     drain_timeout: float = Field(default=60.0, ge=0)
 
 
+InvalidPolicy = Literal["drop-invalid", "refuse"]
+
+
+class RulesSettings(BaseModel):  # the ruleset lifecycle (rules/)
+    """How Lateral manages its rulesets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: Path | None = Field(
+        default=None, description="rules state directory (default: <state_dir>/rules)")
+    keep_versions: int = Field(default=5, ge=1, le=1000,
+                               description="ruleset versions kept for rollback")
+    invalid_policy: InvalidPolicy = Field(
+        default="drop-invalid",
+        description="rules Suricata rejects: drop just them (drop-invalid) or refuse the update")
+    bundled_rules: bool = Field(
+        default=True, description="include Lateral's demo rules (the default canaries need them)")
+    canaries: tuple[str, ...] = Field(
+        default=("sample", "tcp_split"),
+        description="lab scenarios replayed as canaries; add <state>/canaries/*.pcap for more")
+    dist_rules: bool = Field(
+        default=False, description="also include Suricata's own *-events.rules, as stock "
+        "suricata-update does")
+    offline: bool = Field(default=False, description="never fetch; use each source's last copy")
+    unix_socket: Path | None = Field(
+        default=None, description="a running Suricata's command socket to reload after updates")
+    reload_timeout: float = Field(default=300.0, gt=0)
+    lock_timeout: float | None = Field(
+        default=None, description="seconds to wait for another update (default: wait)")
+
+
+
 class Settings(BaseSettings):
     """Everything Lateral is configured with."""
 
@@ -255,6 +287,7 @@ class Settings(BaseSettings):
     output: OutputSettings = Field(default_factory=OutputSettings)
     policy: Path | None = None  # the inter-VM policy file (see appliance.policy.model)
     es: EsSettings = Field(default_factory=EsSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
 
     @classmethod
     def settings_customise_sources(
