@@ -14,30 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from appliance.config import Settings, load_settings
+from appliance.config import ApiSettings, Settings, load_settings
 from appliance.errors import ConfigError
 
 __all__ = ["ApiSettings", "api_paths", "api_settings", "load_config"]
-
-
-class ApiSettings(BaseModel):
-    """How the control API is served."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8443, ge=1, le=65535)
-    tls_cert: Path | None = Field(default=None, description="PEM certificate (default: "
-                                  "self-signed, generated under <state_dir>/api/tls)")
-    tls_key: Path | None = None
-    client_ca: Path | None = Field(default=None, description="CA file: require client "
-                                   "certificates signed by it (mTLS)")
-    token_file: Path | None = None  # default <state_dir>/api/tokens.json
-    audit_log: Path | None = None  # default <state_dir>/api/audit.jsonl
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
-    auth_failures_per_minute: int = Field(default=10, ge=1, le=10_000)
 
 
 class ApiPaths(BaseModel):

@@ -130,11 +130,11 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 
 def _cmd_config_render(args: argparse.Namespace) -> int:
     from .render import RenderTarget, render_config, to_yaml
-    from .replay import bundled_rules, resolve_rule_files
+    from .replay import default_rule_files, resolve_rule_files
 
     settings = _settings(args)
-    rules = resolve_rule_files([Path(p) for p in args.rules or ()] or list(settings.rule_files)
-                               or [bundled_rules()])
+    rules = resolve_rule_files([Path(p) for p in args.rules or ()]
+                               or default_rule_files(settings))
     text = to_yaml(render_config(settings, RenderTarget(log_dir=Path(args.log_dir),
                                                         rule_files=rules)))
     if args.out:
@@ -145,12 +145,12 @@ def _cmd_config_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from .replay import bundled_rules, resolve_rule_files
+    from .replay import default_rule_files, resolve_rule_files
     from .validate import validate
 
     settings = _settings(args)
-    rules = resolve_rule_files([Path(p) for p in args.rules or ()] or list(settings.rule_files)
-                               or [bundled_rules()])
+    rules = resolve_rule_files([Path(p) for p in args.rules or ()]
+                               or default_rule_files(settings))
     report = validate(settings, rules)
     print(report.describe())
     return 0 if report.ok else 2
@@ -345,11 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="FILE", help="write the rule file here (default: stdout)")
     c.set_defaults(func=_cmd_policy_compile)
 
+    from api.cli import register as register_api
     from capture.cli import register as register_capture
     from rules.cli import register as register_rules
 
     register_capture(sub)
     register_rules(sub)
+    register_api(sub)
 
     p = sub.add_parser("lab", help="write a generated inter-VM capture (scapy)")
     p.add_argument("scenario", nargs="?")

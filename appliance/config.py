@@ -267,6 +267,25 @@ class RulesSettings(BaseModel):  # the ruleset lifecycle (rules/)
 
 
 
+class ApiSettings(BaseModel):  # the control API (api/)
+    """How the control API is served."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=1, le=65535)
+    tls_cert: Path | None = Field(default=None, description="PEM certificate (default: "
+                                  "self-signed, generated under <state_dir>/api/tls)")
+    tls_key: Path | None = None
+    client_ca: Path | None = Field(default=None, description="CA file: require client "
+                                   "certificates signed by it (mTLS)")
+    token_file: Path | None = None  # default <state_dir>/api/tokens.json
+    audit_log: Path | None = None  # default <state_dir>/api/audit.jsonl
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    auth_failures_per_minute: int = Field(default=10, ge=1, le=10_000)
+
+
+
 class Settings(BaseSettings):
     """Everything Lateral is configured with."""
 
@@ -288,6 +307,7 @@ class Settings(BaseSettings):
     policy: Path | None = None  # the inter-VM policy file (see appliance.policy.model)
     es: EsSettings = Field(default_factory=EsSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -90,6 +90,18 @@ def bundled_rules() -> Path:
     return Path(__file__).resolve().parent.parent / "rules" / "bundled" / "lateral-demo.rules"
 
 
+def default_rule_files(settings: Settings) -> list[Path]:
+    """The rules to run when none are given: the configured files, else the managed ruleset's
+    active version (``lateral rules update``), else the bundled demo rules."""
+    if settings.rule_files:
+        return list(settings.rule_files)
+    root = settings.rules.state or settings.state_dir / "rules"
+    managed = root / "lateral.rules"  # a hard link to the active version (see rules.store)
+    if managed.is_file():
+        return [managed]
+    return [bundled_rules()]
+
+
 def resolve_rule_files(paths: Iterable[Path]) -> list[Path]:
     """Expand ``--rules`` arguments: files as given, directories to their ``*.rules`` files."""
     out: list[Path] = []
@@ -218,7 +230,7 @@ def replay(
     if not captures:
         raise LateralError("no capture files given")
     infos = [check_capture(Path(p)) for p in captures]
-    rule_paths = list(rules) or list(settings.rule_files) or [bundled_rules()]
+    rule_paths = list(rules) or default_rule_files(settings)
     rule_files = resolve_rule_files(rule_paths)
     binary = _suricata_binary(settings)
     _check_output(eve_out)

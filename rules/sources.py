@@ -67,6 +67,26 @@ log = logging.getLogger("lateral.rules.sources")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$")
 
 
+def _redact_argv(argv: list[str]) -> list[str]:
+    """The command line without the values of ``--http-header`` (they hold credentials)."""
+    out: list[str] = []
+    hide = False
+    for arg in argv:
+        if hide:
+            name, sep, _ = arg.partition(":")
+            out.append(f"{name}{sep} [redacted]" if sep else "[redacted]")
+            hide = False
+        elif arg == "--http-header":
+            out.append(arg)
+            hide = True
+        elif arg.startswith("--http-header="):
+            name, sep, _ = arg[len("--http-header="):].partition(":")
+            out.append(f"--http-header={name}{sep} [redacted]")
+        else:
+            out.append(arg)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """A configured source: a URL (fetched by suricata-update) or a local path."""
@@ -127,7 +147,7 @@ class Sources:
         argv = [self._binary(), *args, "--config", str(self.dir / "update.yaml"),
                 "--data-dir", str(self.data_dir),
                 "--suricata", str(suricata_info(self.settings.engine.suricata).path)]
-        log.debug("running %s", " ".join(argv))
+        log.debug("running %s", " ".join(_redact_argv(argv)))
         try:
             return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   errors="replace", timeout=timeout, check=False)

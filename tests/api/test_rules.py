@@ -106,12 +106,7 @@ def test_update_job_then_rollback(server: Server, operator: httpx.Client) -> Non
     assert operator.get("/rules", params={"q": "9100003"}).json()["total"] == 0
 
 
-@pytest.mark.parametrize("level", [
-    logging.INFO,
-    pytest.param(logging.DEBUG, marks=pytest.mark.xfail(
-        strict=True, reason="rules.sources logs suricata-update's argv, --http-header "
-        "included, at DEBUG; to be redacted there")),
-])
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
 def test_sources_never_echo_secrets(server: Server, operator: httpx.Client,
                                     caplog: pytest.LogCaptureFixture, level: int) -> None:
     caplog.set_level(level)
