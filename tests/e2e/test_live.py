@@ -9,7 +9,6 @@ and a SIGTERM must stop the appliance cleanly with no kernel drops.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import orjson
 import pytest
 
 from .helpers import REPO, read_eve
+from .running import LateralRun, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow]
 
@@ -93,33 +93,11 @@ def _config(tmp_path: Path, lab: Lab, interface: str) -> Path:
     return cfg
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_live_alert_names_both_vms(tmp_path: Path, lab: Lab) -> None:
     cfg = _config(tmp_path, lab, lab.port_a)
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    log: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.append(line.decode(errors="replace"))
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
     out = tmp_path / "state" / "eve.json"
-    try:
-        _wait_for(lambda: any("Engine started" in x for x in log) or proc.poll() is not None,
-                  180, "Suricata to start")
-        assert proc.poll() is None, "".join(log)
+    with LateralRun(cfg) as run:
+        run.wait_started()
         time.sleep(1)
         assert lab.get("/index.html") in ("200", "404")
         assert lab.get("/cgi-bin/../../etc/passwd") == "404"
@@ -127,20 +105,10 @@ def test_live_alert_names_both_vms(tmp_path: Path, lab: Lab) -> None:
         def alerted() -> bool:
             return out.exists() and b"1000001" in out.read_bytes()
 
-        _wait_for(alerted, 60, "the alert in Lateral's output")
+        wait_for(alerted, 60, "the alert in Lateral's output")
         time.sleep(2.5)  # a stats record after the traffic
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=5)
-            if proc.stdout is not None:
-                proc.stdout.close()
-    assert proc.returncode == 0, "".join(log)
+    log = run.log
+    assert run.returncode == 0, run.output
     records = read_eve(out)
     alerts = [r for r in records if r["event_type"] == "alert"]
     assert [a["alert"]["signature_id"] for a in alerts] == [1000001], alerts
@@ -155,37 +123,6 @@ def test_live_alert_names_both_vms(tmp_path: Path, lab: Lab) -> None:
     assert orjson.loads(orjson.dumps(records)) == records
 
 
-def _start(cfg: Path) -> tuple[subprocess.Popen[bytes], list[str], threading.Thread]:
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    log: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.append(line.decode(errors="replace"))
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    _wait_for(lambda: any("Engine started" in x for x in log) or proc.poll() is not None,
-              180, "Suricata to start")
-    assert proc.poll() is None, "".join(log)
-    return proc, log, reader
-
-
-def _stop(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 def test_live_arp_spoofing_from_a_guest(tmp_path: Path, lab: Lab) -> None:
     """The L2 sniffer beside Suricata: dev07 claims the gateway's address."""
     gw_mac = "52:54:00:77:00:01"
@@ -196,9 +133,9 @@ def test_live_arp_spoofing_from_a_guest(tmp_path: Path, lab: Lab) -> None:
         "checks:\n  scan: {enabled: false}\n")
     cfg = _config(tmp_path, lab, lab.port_a)
     cfg.write_text(cfg.read_text() + f"policy: {policy}\n")
-    proc, log, reader = _start(cfg)
     out = tmp_path / "state" / "eve.json"
-    try:
+    with LateralRun(cfg) as run:
+        run.wait_started()
         spoof = ("from scapy.all import ARP, Ether, sendp, get_if_hwaddr\n"
                  "mac = get_if_hwaddr('eth0')\n"
                  "sendp([Ether(src=mac, dst='ff:ff:ff:ff:ff:ff') / ARP(op=2, hwsrc=mac, "
@@ -206,13 +143,11 @@ def test_live_arp_spoofing_from_a_guest(tmp_path: Path, lab: Lab) -> None:
         subprocess.run(["ip", "netns", "exec", lab.ns_a, sys.executable, "-c", spoof],
                        check=True, timeout=60)
         try:
-            _wait_for(lambda: out.exists() and b"arp-spoof" in out.read_bytes(), 30,
-                      "the ARP spoofing finding")
+            wait_for(lambda: out.exists() and b"arp-spoof" in out.read_bytes(), 30,
+                     "the ARP spoofing finding")
         except AssertionError:
-            raise AssertionError("".join(log[-30:])) from None
-    finally:
-        _stop(proc, reader)
-    assert proc.returncode == 0, "".join(log)
+            raise AssertionError("".join(run.log[-30:])) from None
+    assert run.returncode == 0, run.output
     findings = [r for r in read_eve(out) if r["event_type"] == "policy"]
     assert {f["policy"]["rule_id"] for f in findings} == {"arp-spoof"}
     assert "claims 10.77.0.1" in findings[0]["policy"]["reason"]
@@ -279,15 +214,13 @@ def test_bridge_mirror_attach_check_detach(tmp_path: Path, lab: Lab) -> None:
 
         # Suricata on the mirror's capture NIC sees the guests' attack.
         cfg = _config(tmp_path, lab, capture_nic)
-        proc, log, reader = _start(cfg)
         out = tmp_path / "state" / "eve.json"
-        try:
+        with LateralRun(cfg) as run:
+            run.wait_started()
             assert lab.get("/cgi-bin/../../etc/passwd") == "404"
-            _wait_for(lambda: out.exists() and b"1000001" in out.read_bytes(), 60,
-                      "the alert through the tc mirror")
-        finally:
-            _stop(proc, reader)
-        assert proc.returncode == 0, "".join(log)
+            wait_for(lambda: out.exists() and b"1000001" in out.read_bytes(), 60,
+                     "the alert through the tc mirror")
+        assert run.returncode == 0, run.output
         alerts = [r for r in read_eve(out) if r["event_type"] == "alert"]
         # Both directions of both taps: every frame arrives twice, the alert still comes out.
         assert alerts and {a["alert"]["signature_id"] for a in alerts} == {1000001}

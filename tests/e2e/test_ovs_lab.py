@@ -10,12 +10,8 @@ identity (name, uuid, iface-id, host), matched through the MACs in the EVE ``eth
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +20,8 @@ from capture.ovs import MirrorSpec, create_mirror, list_mirrors, remove_mirror
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
 
 from ..capture.ovs_lab import OvsLab
-from .helpers import REPO, read_eve
+from .helpers import read_eve
+from .running import LateralRun, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow]
 
@@ -41,15 +38,6 @@ def lab() -> Iterator[OvsLab]:
         lab.down()
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_ovs_mirror_alert_names_both_vms_from_ovsdb(tmp_path: Path, lab: OvsLab) -> None:
     cfg = tmp_path / "lateral.yaml"
     cfg.write_text(
@@ -63,49 +51,29 @@ def test_ovs_mirror_alert_names_both_vms_from_ovsdb(tmp_path: Path, lab: OvsLab)
                                                      select_all=True, output_port=lab.cap_port),
                                      purge_flows=True)
         assert action == "created"
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config",
-                                 str(cfg)], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        log: list[str] = []
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.append(line.decode(errors="replace"))
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
         out = tmp_path / "state" / "eve.json"
+        run = LateralRun(cfg)
         try:
-            _wait_for(lambda: any("Engine started" in x for x in log) or proc.poll() is not None,
-                      180, "Suricata to start")
-            assert proc.poll() is None, "".join(log)
+            run.wait_started()
             time.sleep(1)
             assert lab.get(lab.a, lab.b, "/index.html") in ("200", "404")
             assert lab.get(lab.a, lab.b, "/cgi-bin/../../etc/passwd") == "404"
-            _wait_for(lambda: out.exists() and b"1000001" in out.read_bytes(), 60,
-                      "the alert in Lateral's output")
+            wait_for(lambda: out.exists() and b"1000001" in out.read_bytes(), 60,
+                     "the alert in Lateral's output")
             time.sleep(2.5)  # a stats record after the traffic
 
             def counted() -> bool:  # OVS refreshes mirror statistics every few seconds
                 found = [m for m in list_mirrors(client, lab.bridge) if m.name == name]
                 return bool(found and found[0].statistics.get("tx_packets"))
 
-            _wait_for(counted, 20, "the mirror's statistics to count packets")
+            wait_for(counted, 20, "the mirror's statistics to count packets")
         finally:
-            proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=60)
+                run.stop()
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                reader.join(timeout=5)
-                if proc.stdout is not None:
-                    proc.stdout.close()
                 remove_mirror(client, name, lab.bridge, purge_flows=True)
         assert client.select("Mirror", [["name", "==", name]]) == []
-    assert proc.returncode == 0, "".join(log)
+    assert run.returncode == 0, run.output
 
     records = read_eve(out)
     alerts = [r for r in records if r["event_type"] == "alert"]
