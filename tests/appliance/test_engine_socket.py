@@ -25,38 +25,7 @@ from scapy.utils import wrpcap
 from appliance.engine import CommandRefused, SuricataSocket
 from appliance.errors import SocketError
 
-
-def write_config(directory: Path, sock: Path) -> Path:
-    """A minimal suricata.yaml: EVE to eve.json, the command socket, no rules, 1 s stats."""
-    config = directory / "suricata.yaml"
-    config.write_text(
-        f"""%YAML 1.1
----
-default-log-dir: {directory}
-default-rule-path: {directory}
-rule-files: []
-classification-file: /etc/suricata/classification.config
-reference-config-file: /etc/suricata/reference.config
-stats:
-  enabled: yes
-  interval: 1
-outputs:
-  - eve-log:
-      enabled: yes
-      filetype: regular
-      filename: eve.json
-      types: [alert, dns, flow, stats]
-unix-command:
-  enabled: yes
-  filename: {sock}
-logging:
-  default-log-level: notice
-  outputs:
-    - console:
-        enabled: yes
-"""
-    )
-    return config
+from .engine_config import write_config
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -16,35 +16,7 @@ import pytest
 from appliance.engine import RestartPolicy, Supervisor, SuricataSocket
 from appliance.errors import EngineError
 
-
-def write_config(directory: Path, sock: Path, *, extra: str = "") -> Path:
-    """A minimal suricata.yaml with the command socket and no rules."""
-    config = directory / "suricata.yaml"
-    config.write_text(
-        f"""%YAML 1.1
----
-default-log-dir: {directory}
-default-rule-path: {directory}
-rule-files: []
-classification-file: /etc/suricata/classification.config
-reference-config-file: /etc/suricata/reference.config
-outputs:
-  - eve-log:
-      enabled: yes
-      filetype: regular
-      filename: eve.json
-      types: [alert, flow]
-unix-command:
-  enabled: yes
-  filename: {sock}
-logging:
-  default-log-level: notice
-  outputs:
-    - console:
-        enabled: yes
-{extra}"""
-    )
-    return config
+from .engine_config import write_config
 
 
 def suricata_argv(directory: Path, sock: Path, config: Path) -> list[str]:
