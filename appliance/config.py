@@ -264,6 +264,39 @@ class RulesSettings(BaseModel):  # the ruleset lifecycle (rules/)
     reload_timeout: float = Field(default=300.0, gt=0)
     lock_timeout: float | None = Field(
         default=None, description="seconds to wait for another update (default: wait)")
+    max_shrink: float = Field(
+        default=0.2, ge=0, le=1,
+        description="refuse an update whose candidate has more than this fraction fewer enabled "
+        "rules than the active version (1: never; --allow-shrink overrides once)")
+    update_interval: float = Field(
+        default=0, ge=0, description="seconds between scheduled updates in `lateral run` "
+        "(0: no scheduled updates)")
+    update_jitter: float | str = Field(
+        default="10%", description="random extra delay before each scheduled update: seconds, "
+        "or a percentage of update_interval ('10%')")
+
+    @field_validator("update_jitter")
+    @classmethod
+    def _jitter(cls, value: float | str) -> float | str:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                number = float(text[:-1]) if text.endswith("%") else float(text)
+            except ValueError:
+                raise ValueError("update_jitter is seconds (30) or a percentage ('10%')") from None
+            if number < 0 or (text.endswith("%") and number > 100):
+                raise ValueError("update_jitter must be 0-100% or a non-negative number of "
+                                 "seconds")
+            return text if text.endswith("%") else number
+        if value < 0:
+            raise ValueError("update_jitter must not be negative")
+        return value
+
+    def jitter_seconds(self) -> float:
+        """The largest random extra delay before a scheduled update, in seconds."""
+        if isinstance(self.update_jitter, str):
+            return float(self.update_jitter[:-1]) / 100 * self.update_interval
+        return float(self.update_jitter)
 
 
 

@@ -70,6 +70,8 @@ def _print_report(report: UpdateReport) -> int:
         print(f"refused: {report.refused}; version {report.previous or '(none)'} stays active")
     for f in report.rejected or report.dropped:
         print(f"  {'dropped' if report.activated else 'rejected'}: {f}")
+    for shrink in report.shrunk:
+        print(f"  source shrank: {shrink}")
     if report.reload is not None and not report.reload.ok:
         return 3
     return 0 if report.activated else 1
@@ -83,7 +85,7 @@ def _cmd_update(args: argparse.Namespace) -> int:
             print(step.describe(), flush=True)
 
     report = updater.update(why=args.why, offline=True if args.offline else None,
-                            on_step=show)
+                            allow_shrink=args.allow_shrink, on_step=show)
     if args.json:
         _json(report.summary())
         return 0 if report.activated else 1
@@ -319,6 +321,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     c = cmd("update", _cmd_update, "build, validate, canary-test and activate a new ruleset")
     c.add_argument("--offline", action="store_true", help="use each source's last good copy")
     c.add_argument("--why", default="manual update", help="reason recorded in the manifest")
+    c.add_argument("--allow-shrink", action="store_true",
+                   help="accept a candidate with far fewer enabled rules than the active version "
+                   "(rules.max_shrink) this once")
     c.add_argument("--json", action="store_true")
 
     c = cmd("rollback", _cmd_rollback, "activate an earlier version (default: the previous one)")

@@ -12,6 +12,7 @@ from typing import Any
 from appliance.enginelog import RuleFailure
 
 from .canary import CanaryResult
+from .guard import Shrink
 from .manifest import RuleCounts, SourceStatus
 from .reload import ReloadReport
 
@@ -46,6 +47,7 @@ class UpdateReport:
     refused: str | None = None
     steps: list[StepReport] = field(default_factory=list)
     sources: list[SourceStatus] = field(default_factory=list)
+    shrunk: list[Shrink] = field(default_factory=list)  # sources delivering far fewer rules
     rejected: list[RuleFailure] = field(default_factory=list)
     dropped: list[RuleFailure] = field(default_factory=list)
     canaries: list[CanaryResult] = field(default_factory=list)
@@ -73,6 +75,7 @@ class UpdateReport:
             "refused": self.refused, "seconds": round(self.seconds, 2),
             "steps": [asdict(s) for s in self.steps],
             "sources": [asdict(s) for s in self.sources],
+            "shrunk": [{**asdict(s), "lost": round(s.lost, 4)} for s in self.shrunk],
             "rejected": [_failure(f) for f in self.rejected],
             "dropped": [_failure(f) for f in self.dropped],
             "canaries": [{"name": c.name, "ok": c.ok, "lost": {str(k): v for k, v in

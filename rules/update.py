@@ -43,7 +43,9 @@ from appliance.enginelog import RuleFailure
 from appliance.errors import LateralError, RuleError
 from appliance.validate import ValidationReport, validate
 
+from ._sulog import count_rules
 from .canary import Canary, CanaryResult, discover, judge, run_canary
+from .guard import source_shrinks, total_shrink
 from .manifest import DroppedRule, Manifest, RuleCounts
 from .reload import reload_engine
 from .report import StepReport, UpdateReport
@@ -79,8 +81,12 @@ class Updater:
         self.sources = Sources(settings, self.rules, self.root)
 
     def update(self, *, who: str | None = None, why: str = "", offline: bool | None = None,
+               allow_shrink: bool = False,
                on_step: Callable[[StepReport], None] | None = None) -> UpdateReport:
-        """Run one update; the report says what happened (refusals are not exceptions)."""
+        """Run one update; the report says what happened (refusals are not exceptions).
+
+        ``allow_shrink`` lets this one update through the shrink guard (:mod:`rules.guard`).
+        """
         report = UpdateReport(who=who or _who(), why=why,
                               started=datetime.now(UTC).isoformat(timespec="seconds"))
         t0 = time.monotonic()
@@ -89,7 +95,7 @@ class Updater:
             staging = self.store.staging()
             try:
                 self._build(staging, report, self.rules.offline if offline is None else offline,
-                            on_step)
+                            allow_shrink, on_step)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
@@ -131,7 +137,7 @@ class Updater:
             on_step(step)
         return step
 
-    def _build(self, staging: Path, report: UpdateReport, offline: bool,
+    def _build(self, staging: Path, report: UpdateReport, offline: bool, allow_shrink: bool,
                on_step: Callable[[StepReport], None] | None) -> None:
         t = time.monotonic()
         try:
@@ -145,11 +151,16 @@ class Updater:
         fetch.rules_file.replace(rules_file)
         (staging / "update.log").write_text("\n".join(fetch.log) + "\n", encoding="utf-8")
         report.sources = fetch.sources
+        active = self._active_manifest()
+        if active is not None:
+            report.shrunk = source_shrinks(active.sources, fetch.sources, self.rules.max_shrink)
+        was = {s.name: s.before for s in report.shrunk}
         missing = [s.name for s in fetch.sources if s.state == "failed"]
         empty = [s.name for s in fetch.sources if s.state != "failed" and s.rules == 0]
         self._step(report, StepReport(
             "fetch", not (missing or empty), time.monotonic() - t,
             "; ".join(f"{s.name}: {s.state}, {s.enabled}/{s.rules} rules enabled"
+                      f"{f' (SHRANK from {was[s.name]})' if s.name in was else ''}"
                       f"{' (' + s.message + ')' if s.message else ''}"
                       for s in fetch.sources) or "no sources: Lateral's own rules only",
             {s.name: s.enabled for s in fetch.sources}), on_step)
@@ -157,8 +168,12 @@ class Updater:
             report.refuse(f"source(s) with no copy at all: {', '.join(missing)}")
             return
         if empty:
-            report.refuse(f"source(s) with no rules (not a rule archive or .rules file?): "
-                          f"{', '.join(empty)}")
+            report.refuse("source(s) with no rules (not a rule archive or .rules file?): "
+                          + ", ".join(f"{n} (had {was[n]:,} enabled rules)" if n in was else n
+                                      for n in empty))
+            return
+        candidate_enabled = count_rules([rules_file.read_bytes()])[1]
+        if self._shrink_refused(report, active, candidate_enabled, allow_shrink, on_step):
             return
         settings = engine_settings(self.settings, staging)
         canaries = discover(self.root / "canaries", self.rules.canaries)
@@ -193,6 +208,10 @@ class Updater:
                     f"commented out {len(failures)} rule(s) Suricata rejected; validating again",
                     {"dropped": len(failures)}), on_step)
             report.dropped = dropped
+            if dropped and self._shrink_refused(report, active, candidate_enabled - len(dropped),
+                                                allow_shrink, on_step):
+                _wait(canary_futures)
+                return
             t = time.monotonic()
             relevant = {r.sid for r in rules} | self._active_sids()
             report.canaries = [judge(c, f.result(), relevant) for c, f in canary_futures]
@@ -221,6 +240,34 @@ class Updater:
                                           report.reload.describe()), on_step)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _active_manifest(self) -> Manifest | None:
+        active = self.store.active_id()
+        return None if active is None else self.store.manifest(active)
+
+    def _shrink_refused(self, report: UpdateReport, active: Manifest | None, enabled: int,
+                        allow: bool, on_step: Callable[[StepReport], None] | None) -> bool:
+        """The shrink guard (:mod:`rules.guard`): True if it refused the candidate."""
+        if active is None:
+            return False
+        shrink = total_shrink(active.id, active.counts.enabled, enabled)
+        limit = self.rules.max_shrink
+        if not shrink.exceeds(limit):
+            return False
+        sources = ("; sources that shrank: " + "; ".join(str(s) for s in report.shrunk)
+                   if report.shrunk else "")
+        if allow:
+            self._step(report, StepReport("shrink-guard", True, 0.0,
+                                          f"{shrink}: allowed for this update{sources}"), on_step)
+            return False
+        self._step(report, StepReport(
+            "shrink-guard", False, 0.0,
+            f"{shrink}, more than max_shrink {limit:.0%}{sources}"), on_step)
+        report.refuse(
+            f"the candidate has {enabled:,} enabled rules, {shrink.lost:.0%} fewer than the "
+            f"{active.counts.enabled:,} of active version {active.id} (max_shrink {limit:.0%})"
+            f"{sources}; pass --allow-shrink (allow_shrink=True) if this is intended")
+        return True
 
     def _active_sids(self) -> set[int]:
         active = self.store.active_id()

@@ -61,9 +61,10 @@ def test_cli_lifecycle(config_file: Path, tmp_path: Path,
     capsys.readouterr()
     assert run(["rules", "versions", *cfg]) == 0
     assert "* 000001" in capsys.readouterr().out
-    # a lost canary alert: refused, exit status 1, version 1 stays
+    # a lost canary alert: refused, exit status 1, version 1 stays (2 of its 9 rules disabled
+    # would also trip the shrink guard: allowed here, so that the canary is what refuses it)
     assert run(["rules", "disable", "1000001", *cfg]) == 0
-    assert run(["rules", "update", *cfg]) == 1
+    assert run(["rules", "update", "--allow-shrink", *cfg]) == 1
     assert "refused: a canary lost an expected alert" in capsys.readouterr().out
 
 
@@ -116,3 +117,25 @@ def test_cli_bad_input_is_a_lateral_error(config_file: Path, argv: list[str],
     with pytest.raises(LateralError, match=message) as info:
         run([*argv, "--config", str(config_file)])
     assert isinstance(info.value, RuleError)
+
+
+def test_cli_shrink_guard(config_file: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = ["--config", str(config_file)]
+    feed = tmp_path / "feed.rules"
+    feed.write_text("".join(f'alert tcp any any -> any 7777 (msg:"FEED {n}"; sid:{n}; rev:1;)\n'
+                            for n in range(9700001, 9700031)))
+    assert run(["rules", "sources", "add", "feed", feed.as_uri(), *cfg]) == 0
+    assert run(["rules", "update", *cfg]) == 0
+    capsys.readouterr()
+    feed.write_text(feed.read_text().splitlines()[0] + "\n")
+    assert run(["rules", "update", *cfg]) == 1
+    out = capsys.readouterr().out
+    assert ("refused: the candidate has 9 enabled rules, 76% fewer than the 38 of active version "
+            "000001 (max_shrink 20%)") in out
+    assert "source shrank: feed: 1 enabled rules, 30 before (-97%)" in out
+    assert "version 000001 stays active" in out
+    assert run(["rules", "update", "--allow-shrink", "--json", *cfg]) == 0
+    result = out_json(capsys)
+    assert isinstance(result, dict) and result["version"] == "000002"
+    assert result["shrunk"] == [{"name": "feed", "before": 30, "after": 1, "lost": 0.9667}]
