@@ -13,7 +13,9 @@ The pieces, each usable alone:
   compatibility 8 so that the 9.x Python client works with 8.x and 9.x servers.
 - :mod:`.sink`: :class:`ShippingEveSink` (EVE file + shipper, for replay/ingest/run) and
   :func:`open_shipper` (a shipper from settings values, spool under the state directory).
-- :mod:`.cli`: ``lateral es setup`` and ``lateral findings search``.
+- :mod:`.kibana`: the Kibana saved objects (data views, searches, Lens, the dashboard) as a
+  packaged NDJSON generated from the templates' fields, and the saved-objects import client.
+- :mod:`.cli`: ``lateral es setup``, ``lateral findings search``, ``lateral kibana setup|export``.
 
 Errors reaching the user are :class:`~appliance.errors.SinkError` (cannot reach or set up the
 cluster); the client's exceptions are converted in :mod:`.cli`. The shipper never raises into

@@ -1,6 +1,6 @@
-"""``lateral es setup`` and ``lateral findings search``.
+"""``lateral es setup``, ``lateral findings search`` and ``lateral kibana setup|export``.
 
-:func:`register` adds both commands to the ``lateral`` parser's subcommands; each sets
+:func:`register` adds the three command groups to the ``lateral`` parser's subcommands; each sets
 ``func`` like the other commands, returns an exit status and raises
 :class:`~appliance.errors.SinkError` (exit 4) when the cluster cannot be reached or refuses.
 
@@ -10,12 +10,18 @@
 ``--severity`` → ``event.severity`` at most N, since 1 is Suricata's highest). It searches the
 findings data streams (alerts and policy findings) unless ``--dataset`` says otherwise, newest
 first, and prints a table (or the documents as JSON lines with ``--json``).
+
+``kibana setup`` imports the packaged saved objects (:mod:`.kibana`) through Kibana's
+saved-objects import API, overwriting Lateral's own objects, and lists what was imported and what
+failed (exit 1 if anything failed); ``kibana export`` writes the same NDJSON for a manual import
+(Stack Management → Saved objects → Import).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,8 +150,66 @@ def _endpoint(end: Any) -> str:
     return f"{end.get('ip', '')}:{port}" if port is not None else str(end.get("ip", ""))
 
 
+def _cmd_kibana_setup(args: argparse.Namespace) -> int:
+    from .kibana import import_objects, ndjson
+
+    report = import_objects(
+        args.kibana, ndjson(), space=args.space,
+        api_key=args.api_key or os.environ.get("LATERAL_KIBANA_API_KEY"),
+        username=args.user,
+        password=args.password or os.environ.get("LATERAL_KIBANA_PASSWORD"),
+        ca_file=Path(args.ca_cert) if args.ca_cert else None)
+    where = f"{args.kibana} (space {args.space or 'default'})"
+    for kind, oid, title in report.imported:
+        print(f"imported {kind} {oid}" + (f" ({title})" if title else ""))
+    for kind, oid, title, reason in report.errors:
+        print(f"FAILED {kind} {oid}" + (f" ({title})" if title else "") + f": {reason}",
+              file=sys.stderr)
+    if report.errors or not report.success:
+        print(f"{len(report.imported)} saved object(s) imported into {where}, "
+              f"{len(report.errors)} failed", file=sys.stderr)
+        return 1
+    print(f"{len(report.imported)} saved object(s) imported into {where}")
+    return 0
+
+
+def _cmd_kibana_export(args: argparse.Namespace) -> int:
+    from .kibana import ndjson
+
+    data = ndjson()
+    if args.path == "-":
+        sys.stdout.buffer.write(data)
+        return 0
+    try:
+        Path(args.path).write_bytes(data)
+    except OSError as exc:
+        raise SinkError(f"cannot write {args.path}: {exc.strerror}") from None
+    count = data.count(b"\n")
+    print(f"wrote {count} saved object(s) to {args.path}", file=sys.stderr)
+    return 0
+
+
+def _register_kibana(subparsers: Any) -> None:
+    p = subparsers.add_parser("kibana", help="Kibana: data views, searches and dashboards")
+    ksub = p.add_subparsers(dest="kibana_command", metavar="ACTION", required=True)
+    c = ksub.add_parser("setup", help="import the saved objects through Kibana's API")
+    c.add_argument("--kibana", required=True, metavar="URL",
+                   help="Kibana's base URL, e.g. https://kibana.example:5601")
+    c.add_argument("--space", metavar="ID", help="Kibana space id (default: the default space)")
+    c.add_argument("--api-key", metavar="KEY",
+                   help="API key (or LATERAL_KIBANA_API_KEY in the environment)")
+    c.add_argument("--user", metavar="NAME", help="basic-auth user")
+    c.add_argument("--password", metavar="PASSWORD",
+                   help="basic-auth password (better: LATERAL_KIBANA_PASSWORD)")
+    c.add_argument("--ca-cert", metavar="PEM", help="CA certificate for https URLs")
+    c.set_defaults(func=_cmd_kibana_setup)
+    c = ksub.add_parser("export", help="write the saved objects (NDJSON) for a manual import")
+    c.add_argument("path", metavar="PATH", help="output file ('-' for standard output)")
+    c.set_defaults(func=_cmd_kibana_export)
+
+
 def register(subparsers: Any) -> None:
-    """Add ``es`` and ``findings`` to the ``lateral`` command's subparsers."""
+    """Add ``es``, ``findings`` and ``kibana`` to the ``lateral`` command's subparsers."""
     p = subparsers.add_parser("es", help="Elasticsearch: index templates and data streams")
     esub = p.add_subparsers(dest="es_command", metavar="ACTION", required=True)
     c = esub.add_parser("setup", help="install the index templates (idempotent)")
@@ -172,3 +236,5 @@ def register(subparsers: Any) -> None:
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--json", action="store_true", help="print the documents as JSON lines")
     c.set_defaults(func=_cmd_search)
+
+    _register_kibana(subparsers)

@@ -105,3 +105,19 @@ def sample_records(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
                    check=True, cwd=work, capture_output=True, timeout=600)
     lines = [ln for ln in (work / "eve.json").read_bytes().splitlines() if ln.strip()]
     return lines + EXTRA_RECORDS
+
+
+@pytest.fixture(scope="session")
+def policy_records(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """``lateral replay --policy`` on the sample capture (real Suricata, real policy findings)."""
+    if shutil.which("suricata") is None:
+        pytest.fail("suricata is not installed: run scripts/setup")
+    work = tmp_path_factory.mktemp("sample-policy")
+    cli = [sys.executable, "-m", "appliance.cli"]
+    subprocess.run([*cli, "lab", "sample", str(work / "sample.pcap")], check=True, cwd=work,
+                   capture_output=True, timeout=300)
+    subprocess.run([*cli, "replay", str(work / "sample.pcap"), "--config",
+                    str(REPO / "examples" / "lab.yaml"), "--policy",
+                    str(REPO / "examples" / "policy.yaml"), "--eve", str(work / "eve.json"),
+                    "-q"], check=True, cwd=work, capture_output=True, timeout=600)
+    return [ln for ln in (work / "eve.json").read_bytes().splitlines() if ln.strip()]
