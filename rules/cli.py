@@ -21,6 +21,7 @@ from appliance.errors import RuleError
 
 from . import policy
 from .diff import diff
+from .origin import Origins
 from .report import StepReport, UpdateReport
 from .rule import Rule, parse_file
 from .settings import rules_root, rules_settings
@@ -54,6 +55,19 @@ def _active_rules(store: RuleStore, version: str | None = None) -> tuple[str, li
     if vid is None:
         raise RuleError("no ruleset is active yet", hint="run `lateral rules update` first")
     return vid, parse_file(store.rules_file(vid))
+
+
+def _from_source(rules: list[Rule], origins: Origins, vid: str, name: str | None) -> list[Rule]:
+    """``rules`` supplied by source ``name`` (all of them when ``name`` is None)."""
+    if name is None:
+        return rules
+    if not len(origins):
+        raise RuleError(f"ruleset version {vid} has no record of its rules' sources",
+                        hint="versions made by `lateral rules update` from now on have one")
+    if name not in origins.names():
+        raise RuleError(f"no rules from a source {name!r} in ruleset version {vid}",
+                        hint="sources in it: " + ", ".join(origins.names()))
+    return [r for r in rules if origins.source_of(r.sid) == name]
 
 
 # ---------------------------------------------------------------- update, rollback, versions
@@ -139,29 +153,34 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- knowing the rules
 
 
-def _row(rule: Rule) -> dict[str, Any]:
+def _row(rule: Rule, origins: Origins) -> dict[str, Any]:
     return {"sid": rule.sid, "gid": rule.gid, "rev": rule.rev, "msg": rule.msg,
             "enabled": rule.enabled, "action": rule.action, "classtype": rule.classtype,
+            "source": origins.source_of(rule.sid),
             "metadata": {k: list(v) for k, v in rule.metadata.items()}}
 
 
-def _print_rules(rules: list[Rule], args: argparse.Namespace) -> int:
+def _print_rules(rules: list[Rule], origins: Origins, args: argparse.Namespace) -> int:
     shown = rules[: args.limit] if args.limit else rules
     if args.json:
-        _json([_row(r) for r in shown])
+        _json([_row(r, origins) for r in shown])
         return 0
     for r in shown:
-        print(f"{r.sid:>9} {'on ' if r.enabled else 'off'} {r.classtype or '-':<28} {r.msg}")
+        print(f"{r.sid:>9} {'on ' if r.enabled else 'off'} "
+              f"{origins.source_of(r.sid) or '-':<12} {r.classtype or '-':<28} {r.msg}")
     if len(shown) < len(rules):
         print(f"… {len(rules) - len(shown)} more (--limit 0 shows all)")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    _, rules = _active_rules(_store(args), args.version)
+    store = _store(args)
+    vid, rules = _active_rules(store, args.version)
+    origins = store.origins(vid)
+    rules = _from_source(rules, origins, vid, args.source)
     if not args.all:
         rules = [r for r in rules if r.enabled != args.disabled]
-    return _print_rules(rules, args)
+    return _print_rules(rules, origins, args)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -169,27 +188,34 @@ def _cmd_search(args: argparse.Namespace) -> int:
         pattern = re.compile(args.pattern, re.IGNORECASE)
     except re.error as exc:
         raise RuleError(f"bad search pattern {args.pattern!r}: {exc}") from None
-    _, rules = _active_rules(_store(args), args.version)
+    store = _store(args)
+    vid, rules = _active_rules(store, args.version)
+    origins = store.origins(vid)
+    rules = _from_source(rules, origins, vid, args.source)
 
     def hit(r: Rule) -> bool:
         meta = " ".join(f"{k} {v}" for k, vs in r.metadata.items() for v in vs)
         return any(pattern.search(s) for s in (r.msg, str(r.sid), r.classtype or "", meta))
 
-    return _print_rules([r for r in rules if hit(r)], args)
+    return _print_rules([r for r in rules if hit(r)], origins, args)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    vid, rules = _active_rules(_store(args), args.version)
+    store = _store(args)
+    vid, rules = _active_rules(store, args.version)
     found = [r for r in rules if r.sid == args.sid]
     if not found:
         raise RuleError(f"sid {args.sid} is not in ruleset version {vid}")
+    origins = store.origins(vid)
     if args.json:
-        _json([{**_row(r), "raw": r.raw, "version": vid, "line": r.line} for r in found])
+        _json([{**_row(r, origins), "raw": r.raw, "version": vid, "line": r.line}
+               for r in found])
         return 0
     for r in found:
         print(f"{r.brief()}\n  version {vid}, line {r.line}, "
               f"{'enabled' if r.enabled else 'disabled'}, action {r.action}, "
               f"classtype {r.classtype or '-'}")
+        print(f"  source: {origins.source_of(r.sid) or 'unknown (not recorded)'}")
         for key, values in r.metadata.items():
             print(f"  {key}: {', '.join(values)}")
         print(f"  {r.raw}")
@@ -316,6 +342,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     def listing(c: argparse.ArgumentParser) -> None:
         c.add_argument("--version", dest="version", metavar="V", help="a version (default: active)")
         c.add_argument("--limit", type=int, default=50, help="rows to show (0: all)")
+        c.add_argument("--source", metavar="NAME",
+                       help="only rules from this source (bundled, local or a source's name)")
         c.add_argument("--json", action="store_true")
 
     c = cmd("update", _cmd_update, "build, validate, canary-test and activate a new ruleset")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -57,6 +58,7 @@ from ._sulog import (
     source_statuses,
 )
 from .manifest import SourceStatus
+from .origin import BUNDLED, LOCAL, RuleId, Shipped, rule_ids
 from .policy import POLICY_FILES
 from .settings import RulesSettings
 
@@ -107,6 +109,7 @@ class FetchResult:
     flowbit_enabled: int = 0
     seconds: float = 0.0
     log: list[str] = field(default_factory=list)
+    shipped: list[Shipped] = field(default_factory=list)  # each source's rules, for attribution
 
 
 class Sources:
@@ -225,6 +228,8 @@ class Sources:
         self.ensure()
         if not _NAME.match(name):
             raise RuleError(f"{name!r} is not a valid source name (letters, digits, _ . - /)")
+        if name in (BUNDLED, LOCAL):
+            raise RuleError(f"{name!r} is reserved for Lateral's own rules; choose another name")
         if any(s.name == name for s in self.list()):
             raise RuleError(f"a rule source called {name!r} already exists")
         if "://" in location:
@@ -324,27 +329,42 @@ class Sources:
         proc = self._run(args)
         seconds = time.monotonic() - t0
         lines = (proc.stdout + proc.stderr).splitlines()
-        statuses = [self._with_counts(s) for s in source_statuses(sources, lines, offline)]
+        statuses: builtins.list[SourceStatus] = []
+        shipped: builtins.list[Shipped] = []
+        for status in source_statuses(sources, lines, offline):
+            counted, ids = self._read_source(status)
+            statuses.append(counted)
+            if ids is not None:
+                order = status.location if status.state == "local" else hashlib.md5(
+                    status.location.encode()).hexdigest()
+                shipped.append(Shipped(status.name, order, ids))
         if proc.returncode != 0:
             raise RuleError("suricata-update failed to build the ruleset:\n  "
                             + "\n  ".join(errors(lines)[-10:] or lines[-10:]))
         merged = output_dir / "suricata.rules"
         if not merged.is_file():
             raise RuleError(f"suricata-update wrote no {merged}")
-        return FetchResult(merged, statuses, flowbit_enabled(lines), seconds, lines)
+        if self.rules.bundled_rules:
+            shipped.append(Shipped(BUNDLED, str(bundled_rules_path()),
+                                   rule_ids(rule_blobs(bundled_rules_path()))))
+        for path in self.local_files():
+            shipped.append(Shipped(LOCAL, str(path), rule_ids([path.read_bytes()])))
+        return FetchResult(merged, statuses, flowbit_enabled(lines), seconds, lines, shipped)
 
-
-    def _with_counts(self, status: SourceStatus) -> SourceStatus:
+    def _read_source(
+            self, status: SourceStatus) -> tuple[SourceStatus, builtins.list[RuleId] | None]:
+        """The status with the source's rule counts, and its rules' ids (None if unreadable)."""
         if status.state == "failed":
-            return status
+            return status, None
         path = Path(status.location) if status.state == "local" else cached_copy(
             self.cache_dir, status.location)
         try:
-            total, enabled = count_rules(rule_blobs(path))
+            blobs = rule_blobs(path)
         except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
             log.warning("cannot count the rules of source %s (%s): %s", status.name, path, exc)
-            return status
-        return dataclasses.replace(status, rules=total, enabled=enabled)
+            return status, None
+        total, enabled = count_rules(blobs)
+        return dataclasses.replace(status, rules=total, enabled=enabled), rule_ids(blobs)
 
 
 def bundled_rules_path() -> Path:

@@ -9,7 +9,8 @@ Layout under the rules state directory (``<state_dir>/rules``)::
                               config names (Lateral's renderer resolves symlinks in rule
                               paths, so the engine cannot follow ``active`` itself)
     versions/000007/          one complete ruleset: lateral.rules, classification.config,
-                              manifest.json (written last), update.log
+                              origins.json (each rule's source, rules.origin), update.log,
+                              manifest.json (written last)
     versions/.staging-…/      a version being built; renamed into place only when complete
 
 Invariants: ``active`` always points to a complete version (a version directory appears by
@@ -35,7 +36,9 @@ import orjson
 
 from appliance.errors import RuleError
 
+from . import origin
 from .manifest import Manifest
+from .origin import Origins
 
 __all__ = ["CLASSIFICATION", "MANIFEST", "RULES_FILE", "RuleStore"]
 
@@ -148,6 +151,11 @@ class RuleStore:
         except (OSError, orjson.JSONDecodeError) as exc:
             raise RuleError(f"cannot read {path}: {exc}") from None
         return Manifest.from_dict(data)
+
+    def origins(self, version: str) -> Origins:
+        """Which source each rule of a version came from (empty for versions made before
+        Lateral recorded it)."""
+        return origin.read(self.path(version))
 
     def manifests(self) -> list[Manifest]:
         """Every complete version's manifest, oldest first."""

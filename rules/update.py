@@ -33,7 +33,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -43,13 +42,15 @@ from appliance.enginelog import RuleFailure
 from appliance.errors import LateralError, RuleError
 from appliance.validate import ValidationReport, validate
 
+from . import origin
 from ._sulog import count_rules
 from .canary import Canary, CanaryResult, discover, judge, run_canary
 from .guard import source_shrinks, total_shrink
 from .manifest import DroppedRule, Manifest, RuleCounts
+from .origin import Origins, attribute
 from .reload import reload_engine
 from .report import StepReport, UpdateReport
-from .rule import parse, parse_file
+from .rule import Rule, parse, parse_file
 from .settings import RulesSettings, rules_root, rules_settings
 from .sources import Sources, bundled_rules_path
 from .store import RULES_FILE, RuleStore
@@ -225,7 +226,8 @@ class Updater:
                           else "a canary could not be replayed")
             return
         t = time.monotonic()
-        manifest = self._manifest(staging, rules, fetch.flowbit_enabled, report)
+        manifest, final = self._manifest(staging, rules, fetch.flowbit_enabled, report)
+        origin.write(staging, Origins(attribute(fetch.shipped, final)))
         self.store.commit(staging, manifest)
         self.store.activate(manifest.id)
         pruned = self.store.prune()
@@ -275,8 +277,9 @@ class Updater:
             return set()
         return {r.sid for r in parse_file(self.store.rules_file(active)) if r.enabled}
 
-    def _manifest(self, staging: Path, rules: list[Any], flowbits: int,
-                  report: UpdateReport) -> Manifest:
+    def _manifest(self, staging: Path, rules: list[Rule], flowbits: int,
+                  report: UpdateReport) -> tuple[Manifest, list[Rule]]:
+        """The candidate's manifest, and its rules as they will be activated."""
         rules_file = staging / RULES_FILE
         data = rules_file.read_bytes()
         bundled = {r.sid for r in parse_file(bundled_rules_path())} \
@@ -300,7 +303,7 @@ class Updater:
             created_by=report.who, reason=report.why, sha256=hashlib.sha256(data).hexdigest(),
             counts=counts, sources=tuple(report.sources),
             dropped=tuple(DroppedRule(f.file, f.line, f.sid, f.reason) for f in report.dropped),
-            parent=report.previous, suricata=engine_version)
+            parent=report.previous, suricata=engine_version), final
 
     def _record(self, report: UpdateReport) -> None:
         try:

@@ -41,3 +41,20 @@ def test_et_open_update_activates_and_the_engine_loads_it(
     rules = parse_file(updater.store.active_rules)
     assert sum(r.enabled for r in rules) == counts.enabled
     assert manifest.parent == report.previous == "000001"
+
+
+def test_et_open_rules_are_attributed_to_their_source(
+        et_update: tuple[Updater, UpdateReport]) -> None:
+    updater, report = et_update
+    origins = updater.store.origins(report.version or "")
+    rules = parse_file(updater.store.active_rules)
+    assert report.counts is not None and len(origins) == report.counts.total == len(rules)
+    by_source: dict[str | None, int] = {}
+    for rule in rules:
+        if rule.enabled:
+            name = origins.source_of(rule.sid)
+            by_source[name] = by_source.get(name, 0) + 1
+    assert by_source == {"et-open": ET_OPEN_ACTIVE + FLOWBIT_ENABLED, "bundled": BUNDLED}
+    # compact: sid ranges, a small fraction of the rule file
+    size = (updater.store.path(report.version or "") / "origins.json").stat().st_size
+    assert size < 100_000
