@@ -129,6 +129,28 @@ class TokenStore:
             self._save(records)
         return record, f"{_PREFIX}_{token_id}_{secret}"
 
+    def adopt(self, name: str, role: Role, token: str) -> TokenRecord:
+        """Store a token chosen elsewhere (a provisioning system's seed): same format, same
+        hashing; refused if malformed or if its id is taken."""
+        if not _NAME.match(name):
+            raise ConfigError(f"{name!r} is not a valid token name (letters, digits, _ . @ - "
+                              "and spaces; at most 64)")
+        prefix, _, rest = token.partition("_")
+        token_id, _, secret = rest.partition("_")
+        if prefix != _PREFIX or not _ID.match(token_id) or not 32 <= len(secret) <= 128:
+            raise ConfigError("a token must read lat_<12 hex digits>_<secret of 32 to 128 "
+                              "characters>", hint="`lateral api token create` makes one")
+        salt = secrets.token_bytes(16)
+        with self._lock:
+            records = self._load()
+            if token_id in records:
+                raise ConfigError(f"token id {token_id} already exists")
+            record = TokenRecord(id=token_id, name=name, role=role, created=_now(),
+                                 salt=salt.hex(), hash=_hash(secret, salt).hex())
+            records[token_id] = record
+            self._save(records)
+        return record
+
     def list(self) -> list[TokenRecord]:
         """Every token, active and revoked, oldest first."""
         with self._lock:
