@@ -265,6 +265,39 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def _cmd_appliance_firstboot(args: argparse.Namespace) -> int:
+    from .firstboot import Layout
+    from .firstboot import main as firstboot
+
+    return firstboot(Layout(Path(args.root)), Path(args.seed) if args.seed else None)
+
+
+def _cmd_appliance_firewall(args: argparse.Namespace) -> int:
+    from .firstboot import render_firewall
+
+    print(render_firewall(management=args.management, capture=args.capture,
+                          api_port=args.api_port, ssh=args.ssh), end="")
+    return 0
+
+
+def _register_appliance(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("appliance", help="the appliance VM: first-boot configuration, firewall")
+    asub = p.add_subparsers(dest="appliance_command", metavar="ACTION", required=True,
+                            parser_class=type(p))
+    c = asub.add_parser("firstboot", help="apply the cloud-init seed's lateral: section (or "
+                        "safe defaults) once; run by lateral-firstboot.service")
+    c.add_argument("--seed", metavar="FILE", help="cloud-config to read (default: cloud-init's "
+                   "/var/lib/cloud/instance/cloud-config.txt)")
+    c.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    c.set_defaults(func=_cmd_appliance_firstboot)
+    c = asub.add_parser("firewall", help="print the appliance's nftables ruleset")
+    c.add_argument("--management", default="eth0", metavar="IFACE")
+    c.add_argument("--capture", default="eth1", metavar="IFACE")
+    c.add_argument("--api-port", type=int, default=8443)
+    c.add_argument("--ssh", action="store_true", help="admit SSH on the management NIC")
+    c.set_defaults(func=_cmd_appliance_firewall)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lateral", description="Inter-VM traffic inspection with Suricata.")
     parser.add_argument("--version", action="version", version=f"lateral {__version__}")
@@ -352,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_capture(sub)
     register_rules(sub)
     register_api(sub)
+
+    _register_appliance(sub)
 
     p = sub.add_parser("lab", help="write a generated inter-VM capture (scapy)")
     p.add_argument("scenario", nargs="?")
