@@ -233,6 +233,9 @@ class EsSettings(_Model):
     ca_file: Path | None = None
     max_spool_bytes: int = Field(default=1 << 30, ge=1 << 20)
     drain_timeout: float = Field(default=60.0, ge=0)
+    # the dead-letter file rotates at this size, keeping this many old files
+    dead_letter_max_bytes: int = Field(default=64 << 20, ge=1 << 12)
+    dead_letter_keep: int = Field(default=5, ge=1)
 
 
 InvalidPolicy = Literal["drop-invalid", "refuse"]

@@ -245,6 +245,8 @@ es:
   api_key: ...                   # or username / password
   ca_file: /etc/lateral/es-ca.pem
   max_spool_bytes: 1073741824    # the on-disk spool's bound
+  dead_letter_max_bytes: 67108864  # the dead-letter file rotates at this size
+  dead_letter_keep: 5            # rotated dead-letter files kept
 ```
 
 ## Data streams
@@ -279,7 +281,12 @@ shipper's counters (`accepted`, `shipped`, `duplicates`, `dead_lettered`, `spool
 A document Elasticsearch refuses for itself (a mapping conflict, a malformed value: any 4xx other
 than 429) is not retried: it is written to `<state_dir>/es-dead-letter.jsonl`, one JSON line with
 the time, the reason, the HTTP status, the target data stream, the id and the document, and
-counted as `dead_lettered`; the rest of its batch is stored.
+counted as `dead_lettered`; the rest of its batch is stored. The file rotates by size: at
+`es.dead_letter_max_bytes` (64 MiB by default) it becomes `es-dead-letter.jsonl.1` (the older
+ones `.2`, `.3` …) and a new file is started; `es.dead_letter_keep` rotated files are kept (5 by
+default). Rotation happens between writes, so no line is ever split or lost by it; the lines of a
+file deleted past `keep` are counted as `dead_letter_discarded` and logged, and rotations as
+`dead_letter_rotations`.
 
 ## Kibana
 

@@ -20,7 +20,9 @@ shipper's thread.
   and is counted as ``duplicates``, never stored twice.
 - **Rejections**: a document Elasticsearch refuses for itself (a mapping conflict, a malformed
   value: any other 4xx) is written to the dead-letter file, one JSON line with the reason, the
-  status, the target and the original record, and counted; the rest of its batch goes on.
+  status, the target and the original record, and counted; the rest of its batch goes on. The
+  file rotates by size (``dead_letter_max_bytes``, ``dead_letter_keep`` old files:
+  :mod:`._deadletter`); lines in a file deleted past ``keep`` are counted.
 - **Bounds**: the spool is capped (``max_spool_bytes``); overflow deletes the oldest segment and
   counts the records it held (``spool_dropped``).
 
@@ -47,6 +49,7 @@ from elasticsearch import Elasticsearch
 
 from ..errors import SinkError
 from ._bulk import ProcessRunner, Rejected, Runner, ThreadRunner
+from ._deadletter import DeadLetters
 from ._spool import Batch, Spool
 
 __all__ = ["EsShipper", "ShipperCounters"]
@@ -63,6 +66,8 @@ class ShipperCounters:
     duplicates: int = 0  # already present (409): an earlier try had stored them
     replaced: int = 0  # newer versions of a stored document (a policy finding's final count)
     dead_lettered: int = 0  # refused by Elasticsearch, written to the dead-letter file
+    dead_letter_rotations: int = 0  # the dead-letter file reached its size and was rotated
+    dead_letter_discarded: int = 0  # dead letters in rotated files deleted past `keep`
     spool_dropped: int = 0  # deleted unshipped to keep the spool under its bound
     spool_torn: int = 0  # partial records left by a crash
     retries: int = 0  # bulk requests (or items) retried after 429/5xx/connection errors
@@ -92,6 +97,8 @@ class EsShipper:
         backoff_max: float = 10.0,
         close_timeout: float = 10.0,
         install_templates: bool = False,
+        dead_letter_max_bytes: int = 64 << 20,
+        dead_letter_keep: int = 5,
     ) -> None:
         self._spool = Spool(spool_dir, segment_bytes=segment_bytes, max_bytes=max_spool_bytes)
         self._runner: Runner
@@ -103,6 +110,8 @@ class EsShipper:
         else:
             raise ValueError("give a client (thread mode) or connection arguments (process)")
         self.dead_letter = dead_letter
+        self._dead = DeadLetters(dead_letter, max_bytes=dead_letter_max_bytes,
+                                 keep=dead_letter_keep)
         self.namespace = namespace
         self.host = host
         self.batch_docs = batch_docs
@@ -171,6 +180,8 @@ class EsShipper:
         c.spool_records, c.spool_bytes = self._spool.pending()
         c.spool_dropped = self._spool.dropped
         c.spool_torn = self._spool.torn
+        c.dead_letter_rotations = self._dead.rotations
+        c.dead_letter_discarded = self._dead.discarded
         out = asdict(c)
         out["last_error"] = self.last_error
         return out
@@ -273,9 +284,7 @@ class EsShipper:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": r.reason,
             "status": r.status, "index": r.index, "id": r.doc_id, "error": r.error,
             "document": r.document}) for r in entries]
-        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
-        with self.dead_letter.open("ab") as fh:
-            fh.write(b"\n".join(out) + b"\n")
+        self._dead.write(out)
         self.counters.dead_lettered += len(entries)
         log.warning("%d document(s) refused by Elasticsearch: written to %s (%s)",
                     len(entries), self.dead_letter, entries[0].reason)

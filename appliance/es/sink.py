@@ -33,6 +33,8 @@ def open_shipper(
     password: str | None = None,
     ca_file: Path | None = None,
     max_spool_bytes: int = 1 << 30,
+    dead_letter_max_bytes: int = 64 << 20,
+    dead_letter_keep: int = 5,
 ) -> EsShipper:
     """A shipper to ``url``: spool ``state_dir/es-spool``, rejects ``es-dead-letter.jsonl``."""
     return EsShipper(
@@ -40,6 +42,7 @@ def open_shipper(
                     "password": password, "ca_file": ca_file},
         spool_dir=state_dir / "es-spool", dead_letter=state_dir / "es-dead-letter.jsonl",
         namespace=namespace, host=host, max_spool_bytes=max_spool_bytes,
+        dead_letter_max_bytes=dead_letter_max_bytes, dead_letter_keep=dead_letter_keep,
         install_templates=True)
 
 

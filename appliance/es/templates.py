@@ -63,8 +63,9 @@ FIELDS: dict[str, str] = {
     "lateral.pipeline.by_type": "flattened", "lateral.pipeline.lag_bytes": _L,
     # the shipper's own counters, when the appliance adds them to stats records
     **{f"lateral.pipeline.es.{k}": _L for k in (
-        "accepted", "shipped", "duplicates", "replaced", "dead_lettered", "spool_dropped",
-        "spool_torn", "retries", "bulk_requests", "spool_records", "spool_bytes")},
+        "accepted", "shipped", "duplicates", "replaced", "dead_lettered",
+        "dead_letter_rotations", "dead_letter_discarded", "spool_dropped", "spool_torn",
+        "retries", "bulk_requests", "spool_records", "spool_bytes")},
     "lateral.pipeline.es.last_error": _K,
     "related.hosts": _K, "related.ip": _IP,
     **{f"rule.{k}": _K for k in ("id", "name", "category", "version", "ruleset")},
