@@ -11,7 +11,9 @@ One process ties the pieces together:
    durable checkpoint (a restart of Lateral neither loses nor repeats a record);
 5. every ``output.stats_every`` seconds a status line (packets, kernel drops, records, lag) is
    logged; SIGHUP asks Suricata to reload its rules; SIGTERM/SIGINT stop it gracefully — the
-   engine first (it flushes its flows), then the pipeline drains what it wrote.
+   engine first (it flushes its flows), then the pipeline drains what it wrote;
+6. with ``rules.update_interval`` set, scheduled rule updates (:mod:`rules.schedule`) run on a
+   thread and reload this engine.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capture.inventory import load_inventory
 from capture.nic import prepare_nic
@@ -42,6 +44,9 @@ from .policy.runner import policy_inventory
 from .render import RenderTarget, write_config
 from .replay import default_rule_files, resolve_rule_files
 from .validate import validate
+
+if TYPE_CHECKING:
+    from rules.schedule import UpdateScheduler
 
 __all__ = ["LivePaths", "run_live"]
 
@@ -145,11 +150,13 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
     reload_requested = threading.Event()
     previous = _install_signals(stop, reload_requested)
     worker = threading.Thread(target=pipeline_thread, name="lateral-pipeline", daemon=True)
+    scheduler: UpdateScheduler | None = None
     try:
         supervisor.start()
         log.info("Suricata running on %s (pid %s); EVE output %s", interface, supervisor.pid,
                  eve_out)
         worker.start()
+        scheduler = _start_rule_schedule(settings, rule_files, paths.socket)
         if l2 is not None:
             l2.start()
         def give_up(exc: EngineError) -> None:
@@ -167,6 +174,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
                     log.info("%s", _status_line(sock, counters_box[0]))
                     next_status = time.monotonic() + settings.output.stats_every
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         _restore_signals(previous)
         if l2 is not None:
             l2.stop()
@@ -182,6 +191,20 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
             raise exc
         raise EngineError(f"the pipeline stopped: {type(exc).__name__}: {exc}")
     return counters_box[-1] if counters_box else PipelineCounters()
+
+
+def _start_rule_schedule(settings: Settings, rule_files: list[Path],
+                         sock: Path) -> UpdateScheduler | None:
+    """Scheduled rule updates (``rules.update_interval`` > 0) on a daemon thread, reloading
+    this engine: the one hook into :mod:`rules.schedule`."""
+    if settings.rules.update_interval <= 0:
+        return None
+    from rules.schedule import for_live
+
+    scheduler = for_live(settings, rule_files, sock)
+    if scheduler is not None:
+        scheduler.start()
+    return scheduler
 
 
 class _L2Thread:

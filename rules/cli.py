@@ -19,7 +19,7 @@ import orjson
 from appliance.config import Settings, load_settings
 from appliance.errors import RuleError
 
-from . import policy
+from . import history, policy
 from .diff import diff
 from .origin import Origins
 from .report import StepReport, UpdateReport
@@ -126,6 +126,25 @@ def _cmd_versions(args: argparse.Namespace) -> int:
         mark = "*" if m.id == active else " "
         print(f"{mark} {m.id}  {m.created}  {m.counts.enabled:>6} enabled  "
               f"{m.counts.dropped} dropped  {m.created_by}  {m.reason}")
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    entries = history.recent(rules_root(settings, rules_settings(settings)),
+                             limit=max(args.limit, 0) or 1_000_000)
+    if args.json:
+        _json(entries)
+        return 0
+    if not entries:
+        print("no updates yet (run `lateral rules update`)")
+    for e in entries:
+        counts = e.get("counts") or {}
+        result = (f"version {e.get('version')} ({counts.get('enabled', '?')} enabled)"
+                  if e.get("version") else f"{e.get('previous') or '(none)'} stays: "
+                  f"{e.get('refused')}")
+        print(f"{e.get('started', '?')}  {e.get('outcome', '?'):<9} {e.get('seconds', 0):6.1f} s"
+              f"  {e.get('who', '?')}  {e.get('why', '')!r}: {result}")
     return 0
 
 
@@ -357,6 +376,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     c = cmd("rollback", _cmd_rollback, "activate an earlier version (default: the previous one)")
     c.add_argument("version", nargs="?")
     c = cmd("versions", _cmd_versions, "the kept ruleset versions (* marks the active one)")
+    c.add_argument("--json", action="store_true")
+    c = cmd("history", _cmd_history, "recent updates and rollbacks (scheduled ones too)")
+    c.add_argument("--limit", type=int, default=20, help="entries to show (0: all)")
     c.add_argument("--json", action="store_true")
     c = cmd("diff", _cmd_diff, "what changed between two versions")
     c.add_argument("old", metavar="V1")

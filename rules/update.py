@@ -34,15 +34,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 from appliance.config import Settings
 from appliance.engine.info import suricata_info
 from appliance.enginelog import RuleFailure
 from appliance.errors import LateralError, RuleError
 from appliance.validate import ValidationReport, validate
 
-from . import origin
+from . import history, origin
 from ._sulog import count_rules
 from .canary import Canary, CanaryResult, discover, judge, run_canary
 from .guard import source_shrinks, total_shrink
@@ -101,7 +99,7 @@ class Updater:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
         report.seconds = time.monotonic() - t0
-        self._record(report)
+        self.record(report)
         return report
 
     def rollback(self, version: str | None = None, *, who: str | None = None) -> UpdateReport:
@@ -125,7 +123,7 @@ class Updater:
             report.steps.append(StepReport("reload", report.reload.ok, report.reload.seconds,
                                            report.reload.describe()))
         report.seconds = time.monotonic() - t0
-        self._record(report)
+        self.record(report)
         return report
 
     # -- the steps -------------------------------------------------------------------------
@@ -305,12 +303,10 @@ class Updater:
             dropped=tuple(DroppedRule(f.file, f.line, f.sid, f.reason) for f in report.dropped),
             parent=report.previous, suricata=engine_version), final
 
-    def _record(self, report: UpdateReport) -> None:
-        try:
-            with (self.root / "history.jsonl").open("ab") as fh:
-                fh.write(orjson.dumps(report.summary()) + b"\n")
-        except OSError as exc:
-            log.warning("could not record the update in history.jsonl: %s", exc.strerror)
+    def record(self, report: UpdateReport) -> None:
+        """Append ``report`` to the update history (:mod:`rules.history`)."""
+        history.append(self.root, report.summary())
+
 
 
 def _who() -> str:
