@@ -39,8 +39,8 @@ LOCAL = "local"  # the local rule files Lateral owns (`lateral rules local`)
 FORMAT = 1
 
 _RULE_LINE = re.compile(
-    rb"^[ \t]*#*[ \t]*(?:alert|drop|pass|reject|rejectsrc|rejectdst|rejectboth)[ \t][^\n]*"
-    rb"[(;][ \t]*sid[ \t]*:[ \t]*\d[^\n]*", re.MULTILINE)
+    rb"^[ \t]*#*[ \t]*(?:alert|drop|pass|reject|rejectsrc|rejectdst|rejectboth)[ \t][^\n]*",
+    re.MULTILINE)
 _SID = re.compile(rb"[(;][ \t]*sid[ \t]*:[ \t]*(\d+)")
 _GID = re.compile(rb"[(;][ \t]*gid[ \t]*:[ \t]*(\d+)")
 _REV = re.compile(rb"[(;][ \t]*rev[ \t]*:[ \t]*(\d+)")
@@ -67,14 +67,23 @@ def rule_ids(blobs: Iterable[bytes]) -> list[RuleId]:
     for blob in blobs:
         for m in _RULE_LINE.finditer(blob):
             line = m.group(0)
-            sid = _SID.search(line)
+            sid = _option(line, b"sid:", _SID)
             if sid is None:
                 continue
-            gid = _GID.search(line)
-            rev = _REV.search(line)
-            out.append((int(gid.group(1)) if gid else 1, int(sid.group(1)),
-                        int(rev.group(1)) if rev else 0))
+            gid = _GID.search(line) if b"gid" in line else None
+            rev = _option(line, b"rev:", _REV)
+            out.append((int(gid.group(1)) if gid else 1, sid, int(rev) if rev else 0))
     return out
+
+
+def _option(line: bytes, name: bytes, pattern: re.Pattern[bytes]) -> int | None:
+    """An integer option's value; tried near its last mention first (sid and rev close a rule:
+    twice as fast on ET Open as searching from the start)."""
+    at = line.rfind(name)
+    m = pattern.search(line, max(0, at - 3)) if at >= 0 else None
+    if m is None:
+        m = pattern.search(line)
+    return int(m.group(1)) if m is not None else None
 
 
 def attribute(shipped: Iterable[Shipped], rules: Iterable[Rule]) -> dict[str, list[int]]:
