@@ -128,12 +128,13 @@ def test_concurrent_updates_run_one_after_the_other(settings: Settings) -> None:
 
 
 def _slow_validation_engine(tmp_path: Path) -> Path:
-    """A `suricata` that announces `-T` (validation) and then takes 60 s before running it."""
+    """A `suricata` that announces loading a ruleset (`-T`, or `-r` for a canary replay, which
+    validates it too) and then takes 60 s before running."""
     wrapper = tmp_path / "suricata-slow-T"
     wrapper.write_text(
         "#!/bin/sh\n"
-        'for a in "$@"; do if [ "$a" = "-T" ]; then touch "$LATERAL_TEST_MARK"; sleep 60; fi; '
-        "done\n"
+        'for a in "$@"; do if [ "$a" = "-T" ] || [ "$a" = "-r" ]; then '
+        'touch "$LATERAL_TEST_MARK"; sleep 60; fi; done\n'
         'exec suricata "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
@@ -170,3 +171,35 @@ def test_killed_updater_leaves_the_active_version_intact(settings: Settings,
     assert report.activated and report.version == "000002"
     assert 9000001 in _active_sids(updater)
     assert not list(updater.store.versions_dir.glob(".staging-*"))
+
+
+def test_canary_replays_stand_in_for_suricata_T(settings: Settings) -> None:
+    updater = Updater(settings)
+    report = updater.update()
+    assert report.activated
+    validate_step = next(s for s in report.steps if s.name == "validate")
+    assert "loaded by 2 canary replay(s)" in validate_step.detail
+    # without canaries, suricata -T validates, and still names each rejected rule and why
+    bare = Updater(settings, RulesSettings(canaries=()))
+    write_local_rules(bare, "local.rules", GOOD_RULE + BAD_RULE)
+    dropped = bare.update()
+    assert dropped.activated and [s.name for s in dropped.steps][:3] == [
+        "fetch", "drop-invalid", "validate"]
+    assert "canary replay" not in dropped.steps[2].detail
+    [failure] = dropped.dropped
+    assert failure.sid == 9000002 and "nosuchkeyword" in failure.reason and failure.line > 0
+
+
+def test_canary_that_cannot_be_replayed_is_not_mistaken_for_bad_rules(settings: Settings) -> None:
+    updater = Updater(settings)
+    first = updater.update()
+    canaries = updater.root / "canaries"
+    (canaries / "broken.pcap").write_bytes(b"this is not a capture file")
+    (canaries / "broken.json").write_text('{"alerts": {"1000001": 1}}')
+    report = updater.update()
+    # the failed replay sends the candidate to suricata -T, which accepts it: no rule is blamed
+    assert not report.activated and report.refused == "a canary could not be replayed"
+    assert not report.dropped and not report.rejected
+    assert [s.name for s in report.steps] == ["fetch", "validate", "canary"]
+    assert report.steps[1].ok and "canary replay" not in report.steps[1].detail
+    assert updater.store.active_id() == first.version
