@@ -85,7 +85,8 @@ def _print_report(report: UpdateReport) -> int:
     for f in report.rejected or report.dropped:
         print(f"  {'dropped' if report.activated else 'rejected'}: {f}")
     for shrink in report.shrunk:
-        print(f"  source shrank: {shrink}")
+        if str(shrink) not in (report.refused or ""):
+            print(f"  source shrank: {shrink}")
     if report.reload is not None and not report.reload.ok:
         return 3
     return 0 if report.activated else 1

@@ -133,7 +133,7 @@ def test_cli_shrink_guard(config_file: Path, tmp_path: Path,
     out = capsys.readouterr().out
     assert ("refused: the candidate has 9 enabled rules, 76% fewer than the 38 of active version "
             "000001 (max_shrink 20%)") in out
-    assert "source shrank: feed: 1 enabled rules, 30 before (-97%)" in out
+    assert "sources that shrank: feed: 1 enabled rules, 30 before (-97%)" in out
     assert "version 000001 stays active" in out
     assert run(["rules", "update", "--allow-shrink", "--json", *cfg]) == 0
     result = out_json(capsys)
