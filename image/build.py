@@ -30,7 +30,9 @@ Only the standard library: it runs with the system ``python3`` before any virtua
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -73,9 +75,9 @@ def say(msg: str) -> None:
 def run(*cmd: str | Path, env: dict[str, str] | None = None, quiet: bool = False,
         **kw: object) -> subprocess.CompletedProcess[str]:
     argv = [str(c) for c in cmd]
-    proc = subprocess.run(argv, text=True, env=env,
-                          stdout=subprocess.PIPE if quiet else None,
-                          stderr=subprocess.STDOUT if quiet else None, **kw)  # type: ignore[call-overload]
+    kw.setdefault("stdout", subprocess.PIPE if quiet else None)
+    kw.setdefault("stderr", subprocess.STDOUT if quiet else None)
+    proc = subprocess.run(argv, text=True, env=env, **kw)  # type: ignore[call-overload]
     if proc.returncode != 0:
         tail = (proc.stdout or "")[-3000:] if quiet else ""
         raise BuildError(f"{' '.join(argv[:6])} … exited {proc.returncode}\n{tail}")
@@ -198,6 +200,39 @@ def apt_sources(mnt: Path) -> None:
         'Acquire::Languages "none";\n')
 
 
+def base_key() -> str:
+    """What the cached base depends on: the suite, mirrors and package lists (and the week, so
+    a cached base is rebuilt from scratch at least weekly; updates are applied on every build)."""
+    week = time.strftime("%G-W%V")
+    text = "\n".join([SUITE, MIRROR, SECURITY, *PACKAGES, "--", *BACKPORTS, week, "v1"])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_base(mnt: Path, dest: Path) -> None:
+    """The installed base system (before Lateral) as a zstd tarball, written atomically."""
+    for old in dest.parent.glob("base-*.tar.zst"):
+        old.unlink()
+    tmp = dest.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        tar = subprocess.Popen(["tar", "--numeric-owner", "--xattrs", "--acls",
+                                "--one-file-system", "-C", str(mnt), "-cf", "-", "."],
+                               stdout=subprocess.PIPE)
+        assert tar.stdout is not None
+        run("zstd", "-q", "-T0", "-3", stdin=tar.stdout, stdout=out)
+        if tar.wait() != 0:
+            raise BuildError("tar of the base system failed")
+    os.replace(tmp, dest)
+
+
+def unpack_base(src: Path, mnt: Path) -> None:
+    zstd = subprocess.Popen(["zstd", "-q", "-dc", str(src)], stdout=subprocess.PIPE)
+    assert zstd.stdout is not None
+    run("tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-C", mnt,
+        "-xpf", "-", stdin=zstd.stdout)
+    if zstd.wait() != 0:
+        raise BuildError(f"{src} is corrupt: delete it and build again")
+
+
 def copy_rootfs(mnt: Path) -> None:
     """The files of image/rootfs, over the image's root (modes kept, owned by root)."""
     src = HERE / "rootfs"
@@ -228,9 +263,15 @@ def build(args: argparse.Namespace) -> int:
             build_wheels(work / "wheels")
         with steps.step(f"disk: {args.size} raw, MBR, ext4"):
             disk.create()
-        with steps.step("base: debootstrap Debian 12 (minbase)"):
-            run("debootstrap", "--variant=minbase", f"--cache-dir={CACHE / 'debs'}",
-                "--include=ca-certificates", SUITE, mnt, MIRROR, quiet=True)
+        base_tar = CACHE / f"base-{base_key()}.tar.zst"
+        cached = args.base_cache and base_tar.exists()
+        if cached:
+            with steps.step(f"base: unpack cached {base_tar.name}"):
+                unpack_base(base_tar, mnt)
+        else:
+            with steps.step("base: debootstrap Debian 12 (minbase)"):
+                run("debootstrap", "--variant=minbase", f"--cache-dir={CACHE / 'debs'}",
+                    "--include=ca-certificates", SUITE, mnt, MIRROR, quiet=True)
         for fs, where, opts in (("/dev", "dev", ("--bind",)), ("/dev/pts", "dev/pts", ("--bind",)),
                                 ("proc", "proc", ("-t", "proc")), ("sysfs", "sys", ("-t", "sysfs")),
                                 (str(CACHE / "debs"), "var/cache/apt/archives", ("--bind",))):
@@ -238,15 +279,27 @@ def build(args: argparse.Namespace) -> int:
         (mnt / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # no daemons now
         (mnt / "usr/sbin/policy-rc.d").chmod(0o755)
         shutil.copy2("/etc/resolv.conf", mnt / "etc/resolv.conf")
-        with steps.step("packages: kernel, cloud-init, Suricata 7 …"):
-            apt_sources(mnt)
-            (mnt / "etc/hostname").write_text("lateral\n")
-            chroot(mnt, "apt-get", "update", "-q")
-            # GRUB's debconf would ask for the boot device; it is installed by provision.sh.
-            chroot(mnt, "sh", "-c", "echo 'grub-pc grub-pc/install_devices_empty boolean true' "
-                                    "| debconf-set-selections")
-            chroot(mnt, "apt-get", "install", "-y", "-q", *PACKAGES)
-            chroot(mnt, "apt-get", "install", "-y", "-q", "-t", f"{SUITE}-backports", *BACKPORTS)
+        (mnt / "etc/dpkg/dpkg.cfg.d/lateral-build").write_text("force-unsafe-io\n")
+        if cached:
+            with steps.step("packages: security and point-release updates"):
+                chroot(mnt, "apt-get", "update", "-q")
+                chroot(mnt, "apt-get", "upgrade", "-y", "-q")
+                chroot(mnt, "apt-get", "install", "-y", "-q", "-t", f"{SUITE}-backports",
+                       *BACKPORTS)
+        else:
+            with steps.step("packages: kernel, cloud-init, Suricata 7 …"):
+                apt_sources(mnt)
+                (mnt / "etc/hostname").write_text("lateral\n")
+                chroot(mnt, "apt-get", "update", "-q")
+                # GRUB's debconf would ask for the boot device; provision.sh installs it.
+                chroot(mnt, "sh", "-c", "echo 'grub-pc grub-pc/install_devices_empty boolean "
+                                        "true' | debconf-set-selections")
+                chroot(mnt, "apt-get", "install", "-y", "-q", *PACKAGES)
+                chroot(mnt, "apt-get", "install", "-y", "-q", "-t", f"{SUITE}-backports",
+                       *BACKPORTS)
+            if args.base_cache:
+                with steps.step(f"base: cache as {base_tar.name}"):
+                    save_base(mnt, base_tar)
         with steps.step("lateral: virtualenv, units, hardening"):
             shutil.copytree(work / "wheels", mnt / "tmp/wheels")
             copy_rootfs(mnt)
@@ -257,7 +310,8 @@ def build(args: argparse.Namespace) -> int:
             packages = (mnt / "tmp/packages.txt").read_text()
             (out / "packages.txt").write_text(packages)
             for leftover in ("tmp/wheels", "tmp/provision.sh", "tmp/provision.env",
-                             "tmp/packages.txt", "usr/sbin/policy-rc.d"):
+                             "tmp/packages.txt", "usr/sbin/policy-rc.d",
+                             "etc/dpkg/dpkg.cfg.d/lateral-build"):
                 p = mnt / leftover
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
             (mnt / "etc/resolv.conf").unlink(missing_ok=True)
@@ -270,14 +324,17 @@ def build(args: argparse.Namespace) -> int:
             run("e2fsck", "-fy", disk.part, quiet=True)
             disk.detach()
         qcow2 = out / f"lateral-{version}.qcow2"
-        with steps.step("qcow2: convert (compressed)"):
-            qcow2.unlink(missing_ok=True)
-            run("qemu-img", "convert", "-O", "qcow2", *(["-c"] if args.compress else []),
-                raw, qcow2, quiet=True)
+        qcow2.unlink(missing_ok=True)
         outputs = [qcow2]
+        with steps.step("qcow2" + (" and ova" if args.ova else "") + ": convert (in parallel)"), \
+                concurrent.futures.ThreadPoolExecutor(2) as pool:
+            jobs = [pool.submit(run, "qemu-img", "convert", "-O", "qcow2",
+                                *(["-c"] if args.compress else []), raw, qcow2, quiet=True)]
+            if args.ova:
+                jobs.append(pool.submit(ovf.build_ova, raw, out, f"lateral-{version}", version))
+            results = [j.result() for j in jobs]
         if args.ova:
-            with steps.step("ova: stream-optimized VMDK + OVF"):
-                outputs.append(ovf.build_ova(raw, out, f"lateral-{version}", version))
+            outputs.append(results[1])
         raw.unlink()
         with steps.step("checksums"):
             sums = [f"{ovf.sha256(p)}  {p.name}" for p in outputs]
@@ -308,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ova", dest="ova", action="store_false", help="qcow2 only")
     p.add_argument("--no-compress", dest="compress", action="store_false",
                    help="uncompressed qcow2 (faster build, larger file)")
+    p.add_argument("--no-base-cache", dest="base_cache", action="store_false",
+                   help="always debootstrap; do not reuse or write the cached base system")
     p.add_argument("--boot-check", action="store_true",
                    help="boot the image under qemu and time it to API /health")
     p.add_argument("--verbose", action="store_true", help="show the chroot provisioning output")
@@ -315,11 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("lateral image build needs root (loop devices, mount, chroot)", file=sys.stderr)
         return 2
-    missing = [t for t in ("debootstrap", "qemu-img", "sfdisk", "losetup", "mkfs.ext4", "chroot")
+    missing = [t for t in ("debootstrap", "qemu-img", "sfdisk", "losetup", "mkfs.ext4", "chroot",
+                         "zstd")
                if shutil.which(t) is None]
     if missing:
         print(f"missing tools: {', '.join(missing)} (apt-get install debootstrap qemu-utils "
-              "fdisk mount e2fsprogs)", file=sys.stderr)
+              "fdisk mount e2fsprogs zstd)", file=sys.stderr)
         return 2
     return build(args)
 

@@ -32,7 +32,6 @@ update-grub >/dev/null 2>&1
 rm -f "/dev/disk/by-uuid/${ROOT_UUID}"
 grep -q "root=UUID=${ROOT_UUID}" /boot/grub/grub.cfg || {
   echo "grub.cfg does not boot root=UUID=${ROOT_UUID}" >&2; exit 1; }
-update-initramfs -u >/dev/null 2>&1
 
 # --- firewall: only the API (and SSH once enabled) on the management NIC -----------------------
 /opt/lateral/bin/lateral appliance firewall --management eth0 --capture eth1 --api-port 8443 > /etc/nftables.conf
