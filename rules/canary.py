@@ -12,7 +12,15 @@ An expectation applies when its sid is in the candidate (enabled or not) or enab
 version: a sid never seen in either has no alert to lose (it is reported as skipped), while a
 rule disabled, dropped, modified or removed by an update loses its alert and blocks activation.
 
-The check itself (:func:`lost_alerts`) is sans-I/O; :func:`run_canary` is the I/O shell.
+All canaries go through one Suricata (:func:`run_canaries`: one replay of every capture, which
+loads the candidate once and processes each capture as a separate ``suricata -r`` would; the
+alerts are read from each capture's own EVE file). The one thing captures share in one engine is
+a ``threshold``/``detection_filter`` tracked ``by_rule``, which keeps counting from one capture
+into the next (see :mod:`appliance.replay`): a canary should not expect alerts from such a rule
+that an earlier canary's traffic already used up. A capture that is not a capture file fails
+alone; an engine failure (a rule Suricata rejects) fails every canary.
+
+The check itself (:func:`lost_alerts`) is sans-I/O; :func:`run_canaries` is the I/O shell.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +37,8 @@ import orjson
 from appliance.config import Settings
 from appliance.errors import LateralError, RuleError
 
-__all__ = ["Canary", "CanaryResult", "discover", "judge", "lost_alerts", "run_canary"]
+__all__ = ["Canary", "CanaryResult", "discover", "judge", "lost_alerts", "run_canaries",
+           "run_canary"]
 
 log = logging.getLogger("lateral.rules.canary")
 
@@ -125,21 +134,71 @@ def discover(directory: Path, builtin: Collection[str]) -> list[Canary]:
 
 
 def run_canary(settings: Settings, canary: Canary, rule_file: Path) -> CanaryResult:
-    """Replay ``canary`` through ``rule_file`` with the real Suricata; :func:`judge` it next."""
+    """Replay one canary through ``rule_file``; :func:`judge` it next."""
+    [result] = run_canaries(settings, [canary], rule_file)
+    return result
+
+
+def run_canaries(settings: Settings, canaries: Sequence[Canary],
+                 rule_file: Path) -> list[CanaryResult]:
+    """Replay every canary through ``rule_file`` in one Suricata (the rules load once), with
+    ``--init-errors-fatal``: when none has an ``error``, Suricata accepted every rule."""
+    from appliance.captures import check_capture
     from appliance.replay import replay
 
-    result = CanaryResult(canary.name)
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="lateral-canary-") as tmp:
+    results = [CanaryResult(c.name) for c in canaries]
+    runnable: list[tuple[Canary, CanaryResult]] = []
+    for canary, result in zip(canaries, results, strict=True):
         try:
-            out = replay(settings, [canary.pcap], Path(tmp) / "eve.json", rules=[rule_file])
+            check_capture(canary.pcap)
         except LateralError as exc:
             result.error = exc.message
         else:
-            for (sid, _msg, _sev), count in out.summary.alerts.items():
-                result.observed[sid] = result.observed.get(sid, 0) + count
-    result.seconds = time.monotonic() - t0
-    return result
+            runnable.append((canary, result))
+    if not runnable:
+        return results
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lateral-canary-") as tmp:
+        work = Path(tmp) / "work"
+        try:
+            replay(settings, [c.pcap for c, _r in runnable], Path(tmp) / "eve.json",
+                   rules=[rule_file], workdir=work)
+        except LateralError as exc:
+            for _canary, result in runnable:
+                result.error = exc.message
+        else:
+            # appliance.replay writes each capture's engine output to its own directory, in
+            # the order of the captures (0000, 0001, …)
+            outputs = sorted(p for p in work.iterdir() if p.is_dir() and p.name.isdigit())
+            for n, (_canary, result) in enumerate(runnable):
+                if n >= len(outputs):
+                    result.error = "internal: the replay left no output for this capture"
+                    continue
+                result.observed = _alerts(outputs[n] / "eve.json")
+    seconds = time.monotonic() - t0
+    for _canary, result in runnable:
+        result.seconds = seconds
+    return results
+
+
+def _alerts(eve: Path) -> dict[int, int]:
+    """Alerts per sid in one of Suricata's EVE files."""
+    counts: dict[int, int] = {}
+    try:
+        data = eve.read_bytes()
+    except FileNotFoundError:
+        return counts
+    for line in data.splitlines():
+        if b'"alert"' not in line:
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("event_type") == "alert":
+            sid = int((record.get("alert") or {}).get("signature_id", 0))
+            counts[sid] = counts.get(sid, 0) + 1
+    return counts
 
 
 def judge(canary: Canary, result: CanaryResult, relevant: Collection[int]) -> CanaryResult:

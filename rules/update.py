@@ -5,14 +5,15 @@ One update, under the store's lock (a second update waits for the first):
 1. **fetch** — suricata-update fetches every enabled source (or takes its last good copy),
    applies enable/disable/modify/drop and merges everything into a *staging* directory.
 2. **validate** — Suricata loads the candidate with Lateral's rendered configuration. The canary
-   replays (step 3) load it with ``--init-errors-fatal``, so when every replay ran, Suricata
-   accepted every rule and no separate ``suricata -T`` is spent on it. Without canaries, or when
-   a replay failed, ``suricata -T`` (:func:`appliance.validate.validate`) runs and the rules it
-   rejects are reported with file, line, sid and reason; with ``invalid_policy: drop-invalid``
-   just those rules are commented out and the candidate is loaded again, with ``refuse`` the
-   candidate is refused.
-3. **canary** — every canary capture is replayed through the candidate (the replays run side by
-   side; they also do step 2's loading); a lost expected alert refuses the candidate.
+   replay (step 3) loads it with ``--init-errors-fatal``, so when it ran, Suricata accepted every
+   rule and no separate ``suricata -T`` is spent on it. Without canaries, or when the replay
+   failed, ``suricata -T`` (:func:`appliance.validate.validate`) runs and the rules it rejects
+   are reported with file, line, sid and reason; with ``invalid_policy: drop-invalid`` just those
+   rules are commented out and the candidate is loaded again, with ``refuse`` the candidate is
+   refused.
+3. **canary** — every canary capture is replayed through the candidate, all in one Suricata
+   (:func:`rules.canary.run_canaries`: the rules load once, and that load is step 2's); a lost
+   expected alert refuses the candidate.
 4. **activate** — the staging directory is renamed into ``versions/<id>`` and ``active`` swapped
    to it (:class:`rules.store.RuleStore`); old versions beyond ``keep_versions`` are pruned.
 5. **reload** — with ``unix_socket`` configured, ``ruleset-reload-nonblocking``, then wait for
@@ -32,7 +33,7 @@ import shutil
 import socket as socketlib
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from appliance.validate import ValidationReport, validate
 
 from . import history, origin
 from ._sulog import count_rules
-from .canary import Canary, CanaryResult, discover, judge, run_canary
+from .canary import CanaryResult, discover, judge, run_canaries
 from .guard import source_shrinks, total_shrink
 from .manifest import DroppedRule, Manifest, RuleCounts
 from .origin import Origins, attribute
@@ -180,28 +181,27 @@ class Updater:
         canaries = discover(self.root / "canaries", self.rules.canaries)
         dropped: list[RuleFailure] = []
         active_sids: set[int] | None = None
-        with ThreadPoolExecutor(max_workers=max(1, len(canaries))) as pool:
+        results: list[CanaryResult] = []
+        with ThreadPoolExecutor(max_workers=1) as pool:
             for _round in range(_MAX_DROP_ROUNDS + 1):
                 t = time.monotonic()
-                canary_futures = [(c, pool.submit(run_canary, settings, c, rules_file))
-                                  for c in canaries]
-                rules = parse_file(rules_file)  # overlaps with the engine runs
+                replays = pool.submit(run_canaries, settings, canaries, rules_file)
+                rules = parse_file(rules_file)  # overlaps with the engine run
                 if active_sids is None:
                     active_sids = self._active_sids()
-                if canaries:
-                    _wait(canary_futures)
-                    loaded = [f.result() for _c, f in canary_futures]
-                    if all(r.error is None for r in loaded):
-                        # Each replay loaded the candidate with --init-errors-fatal and this
-                        # configuration: Suricata accepted every rule, as `-T` would.
-                        self._step(report, StepReport(
-                            "validate", True, time.monotonic() - t,
-                            f"Suricata accepted {sum(r.enabled for r in rules)} rules "
-                            f"(loaded by {len(loaded)} canary replay(s))",
-                            {"seconds_engine": round(max(r.seconds for r in loaded), 2)}),
-                            on_step)
-                        break
-                # No canaries, or one failed: `suricata -T` says which rules it rejects and why.
+                results = replays.result()
+                replayed = [r for r in results if r.error is None]
+                if replayed:
+                    # The engine that replayed them loaded the candidate with this configuration
+                    # and --init-errors-fatal: Suricata accepted every rule, as `-T` would.
+                    self._step(report, StepReport(
+                        "validate", True, time.monotonic() - t,
+                        f"Suricata accepted {sum(r.enabled for r in rules)} rules "
+                        f"(loaded by the canary replay of {len(replayed)} capture(s))",
+                        {"seconds_engine": round(max(r.seconds for r in replayed), 2)}),
+                        on_step)
+                    break
+                # No canary ran: `suricata -T` says whether (and which) rules Suricata rejects.
                 validation = validate(settings, [rules_file])
                 failures = validation.rule_failures
                 if validation.ok:
@@ -223,14 +223,13 @@ class Updater:
                     "drop-invalid", True, time.monotonic() - t,
                     f"commented out {len(failures)} rule(s) Suricata rejected; validating again",
                     {"dropped": len(failures)}), on_step)
-            report.dropped = dropped
-            if dropped and self._shrink_refused(report, active, candidate_enabled - len(dropped),
-                                                allow_shrink, on_step):
-                _wait(canary_futures)
-                return
-            t = time.monotonic()
-            relevant = {r.sid for r in rules} | (active_sids or set())
-            report.canaries = [judge(c, f.result(), relevant) for c, f in canary_futures]
+        report.dropped = dropped
+        if dropped and self._shrink_refused(report, active, candidate_enabled - len(dropped),
+                                            allow_shrink, on_step):
+            return
+        t = time.monotonic()
+        relevant = {r.sid for r in rules} | (active_sids or set())
+        report.canaries = [judge(c, r, relevant) for c, r in zip(canaries, results, strict=True)]
         bad = [c for c in report.canaries if not c.ok]
         self._step(report, StepReport(
             "canary", not bad, time.monotonic() - t + max(
@@ -332,11 +331,6 @@ def _who() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socketlib.gethostname()}"
-
-
-def _wait(futures: list[tuple[Canary, Future[CanaryResult]]]) -> None:
-    for _canary, future in futures:
-        future.result()
 
 
 def _comment_out(rules_file: Path, failures: list[RuleFailure]) -> None:

@@ -128,13 +128,13 @@ def test_concurrent_updates_run_one_after_the_other(settings: Settings) -> None:
 
 
 def _slow_validation_engine(tmp_path: Path) -> Path:
-    """A `suricata` that announces loading a ruleset (`-T`, or `-r` for a canary replay, which
-    validates it too) and then takes 60 s before running."""
+    """A `suricata` that announces loading a ruleset (`-T`, or a canary replay, which validates
+    it too: `-r` or the unix-socket runmode) and then takes 60 s before running."""
     wrapper = tmp_path / "suricata-slow-T"
     wrapper.write_text(
         "#!/bin/sh\n"
-        'for a in "$@"; do if [ "$a" = "-T" ] || [ "$a" = "-r" ]; then '
-        'touch "$LATERAL_TEST_MARK"; sleep 60; fi; done\n'
+        'for a in "$@"; do case "$a" in -T|-r|--unix-socket=*) '
+        'touch "$LATERAL_TEST_MARK"; sleep 60;; esac; done\n'
         'exec suricata "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
@@ -178,7 +178,7 @@ def test_canary_replays_stand_in_for_suricata_T(settings: Settings) -> None:
     report = updater.update()
     assert report.activated
     validate_step = next(s for s in report.steps if s.name == "validate")
-    assert "loaded by 2 canary replay(s)" in validate_step.detail
+    assert "loaded by the canary replay of 2 capture(s)" in validate_step.detail
     # without canaries, suricata -T validates, and still names each rejected rule and why
     bare = Updater(settings, RulesSettings(canaries=()))
     write_local_rules(bare, "local.rules", GOOD_RULE + BAD_RULE)
@@ -197,9 +197,16 @@ def test_canary_that_cannot_be_replayed_is_not_mistaken_for_bad_rules(settings: 
     (canaries / "broken.pcap").write_bytes(b"this is not a capture file")
     (canaries / "broken.json").write_text('{"alerts": {"1000001": 1}}')
     report = updater.update()
-    # the failed replay sends the candidate to suricata -T, which accepts it: no rule is blamed
+    # the broken capture fails alone; the others loaded the rules: no rule is blamed
     assert not report.activated and report.refused == "a canary could not be replayed"
     assert not report.dropped and not report.rejected
     assert [s.name for s in report.steps] == ["fetch", "validate", "canary"]
-    assert report.steps[1].ok and "canary replay" not in report.steps[1].detail
+    assert report.steps[1].ok and "canary replay of 2 capture(s)" in report.steps[1].detail
+    errors = {c.name: c.error for c in report.canaries}
+    assert errors["builtin/sample"] is None and errors["builtin/tcp_split"] is None
+    assert "not a pcap or pcapng capture" in (errors["broken"] or "")
     assert updater.store.active_id() == first.version
+    # with the built-in canaries off, the broken one alone cannot vouch for the rules: -T does
+    only_broken = Updater(settings, RulesSettings(canaries=())).update()
+    assert not only_broken.activated and only_broken.refused == "a canary could not be replayed"
+    assert only_broken.steps[1].ok and "canary replay" not in only_broken.steps[1].detail
