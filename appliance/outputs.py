@@ -126,5 +126,7 @@ def open_sink(settings: Settings, path: Path, es_url: str | None = None
         es_url, state_dir=settings.state_dir, namespace=settings.es.namespace,
         host=settings.host, api_key=settings.es.api_key, username=settings.es.username,
         password=settings.es.password, ca_file=settings.es.ca_file,
-        max_spool_bytes=settings.es.max_spool_bytes)
+        max_spool_bytes=settings.es.max_spool_bytes,
+        dead_letter_max_bytes=settings.es.dead_letter_max_bytes,
+        dead_letter_keep=settings.es.dead_letter_keep)
     return ShippingEveSink(path, shipper), shipper

@@ -95,8 +95,6 @@ def test_shipper_rotates_its_dead_letters(es: EsServer, client: Elasticsearch,
         "es-dead-letter.jsonl", *(f"es-dead-letter.jsonl.{n}" for n in (1, 2, 3))}
 
 
-@pytest.mark.xfail(strict=True, reason="appliance/outputs.py open_sink does not pass "
-                   "es.dead_letter_max_bytes / es.dead_letter_keep to open_shipper yet")
 def test_settings_reach_the_appliances_shipper(tmp_path: Path) -> None:
     from appliance.config import load_settings
     from appliance.outputs import open_sink
