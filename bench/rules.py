@@ -5,10 +5,11 @@ Lateral rules state, and times, alternating, in the same invocation:
 
 - baseline: ``suricata -T`` with the suricata.yaml Lateral renders and the merged rule file the
   update produced (the same rules Suricata validates during the update);
-- lateral:  ``Updater.update()``: fetch and merge (suricata-update), validate (``suricata -T``),
-  canary replays (``sample``, ``tcp_split``), activate (symlink swap), and with ``--reload``
-  ``ruleset-reload-nonblocking`` of a Suricata running on the previous version, until its
-  ``ruleset-stats`` report the new counts.
+- lateral:  ``Updater.update()``: fetch and merge (suricata-update), record each rule's source,
+  validate and canary-test (one Suricata loads the candidate and replays both canaries,
+  ``sample`` and ``tcp_split``; ``suricata -T`` runs only if that fails), activate (symlink
+  swap), and with ``--reload`` ``ruleset-reload-nonblocking`` of a Suricata running on the
+  previous version, until its ``ruleset-stats`` report the new counts.
 
 The best of ``--rounds`` runs of each is reported (the machine is shared and noisy), with the
 per-step times of the best update and the ratio (target: ≤ 2.5×).

@@ -324,7 +324,6 @@ class Updater:
         history.append(self.root, report.summary())
 
 
-
 def _who() -> str:
     try:
         user = getpass.getuser()
