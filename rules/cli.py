@@ -74,6 +74,10 @@ def _from_source(rules: list[Rule], origins: Origins, vid: str, name: str | None
 
 
 def _print_report(report: UpdateReport) -> int:
+    if report.unchanged:
+        print(f"unchanged: version {report.previous} stays active (the same rules); "
+              f"{report.seconds:.1f} s")
+        return 0
     if report.activated and report.counts is not None:
         c = report.counts
         print(f"{report.outcome}: version {report.version} — {c.enabled} rules enabled "
@@ -100,10 +104,11 @@ def _cmd_update(args: argparse.Namespace) -> int:
             print(step.describe(), flush=True)
 
     report = updater.update(why=args.why, offline=True if args.offline else None,
-                            allow_shrink=args.allow_shrink, on_step=show)
+                            allow_shrink=args.allow_shrink, skip_unchanged=args.if_changed,
+                            on_step=show)
     if args.json:
         _json(report.summary())
-        return 0 if report.activated else 1
+        return 0 if report.activated or report.unchanged else 1
     return _print_report(report)
 
 
@@ -141,9 +146,12 @@ def _cmd_history(args: argparse.Namespace) -> int:
         print("no updates yet (run `lateral rules update`)")
     for e in entries:
         counts = e.get("counts") or {}
-        result = (f"version {e.get('version')} ({counts.get('enabled', '?')} enabled)"
-                  if e.get("version") else f"{e.get('previous') or '(none)'} stays: "
-                  f"{e.get('refused')}")
+        if e.get("version"):
+            result = f"version {e.get('version')} ({counts.get('enabled', '?')} enabled)"
+        elif e.get("outcome") == "unchanged":
+            result = f"{e.get('previous')} stays (the same rules)"
+        else:
+            result = f"{e.get('previous') or '(none)'} stays: {e.get('refused')}"
         print(f"{e.get('started', '?')}  {e.get('outcome', '?'):<9} {e.get('seconds', 0):6.1f} s"
               f"  {e.get('who', '?')}  {e.get('why', '')!r}: {result}")
     return 0
@@ -372,6 +380,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     c.add_argument("--allow-shrink", action="store_true",
                    help="accept a candidate with far fewer enabled rules than the active version "
                    "(rules.max_shrink) this once")
+    c.add_argument("--if-changed", action="store_true",
+                   help="make no new version when the rules are those of the active one")
     c.add_argument("--json", action="store_true")
 
     c = cmd("rollback", _cmd_rollback, "activate an earlier version (default: the previous one)")

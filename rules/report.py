@@ -36,7 +36,8 @@ class StepReport:
 
 @dataclass(slots=True)
 class UpdateReport:
-    """The outcome of one update: ``activated`` with a ``version``, or ``refused`` with why."""
+    """The outcome of one update: ``activated`` with a ``version``, ``refused`` with why, or
+    ``unchanged`` (asked to skip a candidate identical to the active version)."""
 
     who: str
     why: str
@@ -45,6 +46,7 @@ class UpdateReport:
     version: str | None = None
     activated: bool = False
     refused: str | None = None
+    unchanged: bool = False
     steps: list[StepReport] = field(default_factory=list)
     sources: list[SourceStatus] = field(default_factory=list)
     shrunk: list[Shrink] = field(default_factory=list)  # sources delivering far fewer rules
@@ -60,7 +62,9 @@ class UpdateReport:
 
     @property
     def outcome(self) -> str:
-        """``activated``, ``activated, reload failed`` or ``refused``."""
+        """``activated``, ``activated, reload failed``, ``unchanged`` or ``refused``."""
+        if self.unchanged:
+            return "unchanged"
         if not self.activated:
             return "refused"
         if self.reload is not None and not self.reload.ok:

@@ -10,6 +10,8 @@
   interval), so that sensors started together do not all fetch at the same moment;
 - updates run one at a time on the scheduler's thread, and the store's lock serialises them with
   manual and API updates (a scheduled update waits for a running one);
+- an update that would give the active version's rules again makes no new version (outcome
+  ``unchanged``), so scheduled updates do not push older versions out of ``keep_versions``;
 - every outcome is in the update history: refusals as the updater records them, and errors (a
   lock that timed out, a missing suricata-update) as a ``refused`` entry with the error, after
   which the scheduler carries on with the next interval.
@@ -101,7 +103,7 @@ class UpdateScheduler:
         """One scheduled update, its outcome recorded whatever happens."""
         why = f"scheduled update (every {self.interval:g} s)"
         try:
-            report = self.updater.update(who=self.who, why=why)
+            report = self.updater.update(who=self.who, why=why, skip_unchanged=True)
         except Exception as exc:  # the scheduler outlives a failed update, and records it
             message = exc.message if isinstance(exc, LateralError) else (
                 f"{type(exc).__name__}: {exc}")
@@ -113,7 +115,8 @@ class UpdateScheduler:
             self.updater.record(report)
         self.runs += 1
         log.info("scheduled rule update: %s%s", report.outcome,
-                 f" ({report.refused})" if report.refused else f", version {report.version}")
+                 f" ({report.refused})" if report.refused else
+                 f", version {report.version or report.previous}")
         if self._on_report is not None:
             self._on_report(report)
         return report

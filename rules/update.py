@@ -54,7 +54,7 @@ from .report import StepReport, UpdateReport
 from .rule import Rule, parse, parse_file
 from .settings import RulesSettings, rules_root, rules_settings
 from .sources import Sources, bundled_rules_path
-from .store import RULES_FILE, RuleStore
+from .store import CLASSIFICATION, RULES_FILE, RuleStore
 
 __all__ = ["Updater", "engine_settings"]
 
@@ -83,11 +83,14 @@ class Updater:
         self.sources = Sources(settings, self.rules, self.root)
 
     def update(self, *, who: str | None = None, why: str = "", offline: bool | None = None,
-               allow_shrink: bool = False,
+               allow_shrink: bool = False, skip_unchanged: bool = False,
                on_step: Callable[[StepReport], None] | None = None) -> UpdateReport:
         """Run one update; the report says what happened (refusals are not exceptions).
 
         ``allow_shrink`` lets this one update through the shrink guard (:mod:`rules.guard`).
+        ``skip_unchanged`` makes no new version (outcome ``unchanged``) when the candidate has
+        exactly the active version's rules and classifications, so that repeated updates do not
+        push the versions worth rolling back to out of ``keep_versions``.
         """
         report = UpdateReport(who=who or _who(), why=why,
                               started=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -97,7 +100,7 @@ class Updater:
             staging = self.store.staging()
             try:
                 self._build(staging, report, self.rules.offline if offline is None else offline,
-                            allow_shrink, on_step)
+                            allow_shrink, skip_unchanged, on_step)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
@@ -140,7 +143,7 @@ class Updater:
         return step
 
     def _build(self, staging: Path, report: UpdateReport, offline: bool, allow_shrink: bool,
-               on_step: Callable[[StepReport], None] | None) -> None:
+               skip_unchanged: bool, on_step: Callable[[StepReport], None] | None) -> None:
         t = time.monotonic()
         try:
             fetch = self.sources.fetch(staging, offline=offline)
@@ -173,6 +176,8 @@ class Updater:
             report.refuse("source(s) with no rules (not a rule archive or .rules file?): "
                           + ", ".join(f"{n} (had {was[n]:,} enabled rules)" if n in was else n
                                       for n in empty))
+            return
+        if skip_unchanged and self._unchanged(report, active, staging, on_step):
             return
         candidate_enabled = count_rules([rules_file.read_bytes()])[1]
         if self._shrink_refused(report, active, candidate_enabled, allow_shrink, on_step):
@@ -227,6 +232,8 @@ class Updater:
         if dropped and self._shrink_refused(report, active, candidate_enabled - len(dropped),
                                             allow_shrink, on_step):
             return
+        if dropped and skip_unchanged and self._unchanged(report, active, staging, on_step):
+            return
         t = time.monotonic()
         relevant = {r.sid for r in rules} | (active_sids or set())
         report.canaries = [judge(c, r, relevant) for c, r in zip(canaries, results, strict=True)]
@@ -260,6 +267,23 @@ class Updater:
     def _active_manifest(self) -> Manifest | None:
         active = self.store.active_id()
         return None if active is None else self.store.manifest(active)
+
+    def _unchanged(self, report: UpdateReport, active: Manifest | None, staging: Path,
+                   on_step: Callable[[StepReport], None] | None) -> bool:
+        """True (and the report says so) if ``staging`` holds the active version's ruleset."""
+        if active is None:
+            return False
+        if hashlib.sha256((staging / RULES_FILE).read_bytes()).hexdigest() != active.sha256:
+            return False
+        mine, theirs = staging / CLASSIFICATION, self.store.path(active.id) / CLASSIFICATION
+        if (mine.read_bytes() if mine.is_file() else None) != (
+                theirs.read_bytes() if theirs.is_file() else None):
+            return False
+        report.unchanged = True
+        self._step(report, StepReport("compare", True, 0.0,
+                                      f"the same rules as active version {active.id}: "
+                                      f"nothing new to activate"), on_step)
+        return True
 
     def _shrink_refused(self, report: UpdateReport, active: Manifest | None, enabled: int,
                         allow: bool, on_step: Callable[[StepReport], None] | None) -> bool:

@@ -139,3 +139,8 @@ def test_cli_shrink_guard(config_file: Path, tmp_path: Path,
     result = out_json(capsys)
     assert isinstance(result, dict) and result["version"] == "000002"
     assert result["shrunk"] == [{"name": "feed", "before": 30, "after": 1, "lost": 0.9667}]
+    # nothing new since: --if-changed makes no version, and says so
+    assert run(["rules", "update", "--if-changed", *cfg]) == 0
+    assert "unchanged: version 000002 stays active (the same rules)" in capsys.readouterr().out
+    assert run(["rules", "history", *cfg]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("000002 stays (the same rules)")

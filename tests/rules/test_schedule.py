@@ -61,7 +61,9 @@ def test_scheduler_updates_at_the_interval_and_stops_on_the_event(
 
     def seen(report: UpdateReport) -> None:
         reports.append(report)
-        if len(reports) == 2:
+        if len(reports) == 1:  # the feed gets a new rule before the second update
+            feed.write_text(FEED + FEED.replace("9900001", "9900002"))
+        if len(reports) == 3:
             stop.set()
 
     scheduler = UpdateScheduler(updater, interval=0.5, jitter=0.3, rng=random.Random(1),
@@ -70,12 +72,16 @@ def test_scheduler_updates_at_the_interval_and_stops_on_the_event(
     thread.start()
     thread.join(timeout=120)
     assert not thread.is_alive(), "the scheduler did not stop on its event"
-    assert [r.version for r in reports] == ["000001", "000002"]
-    assert all(r.activated and r.who == scheduler_name() for r in reports)
-    assert updater.store.origins("2").source_of(9900001) == "feed"
+    # the third found nothing new: no version made, none pushed out of keep_versions
+    assert [(r.outcome, r.version) for r in reports] == [
+        ("activated", "000001"), ("activated", "000002"), ("unchanged", None)]
+    assert all(r.who == scheduler_name() for r in reports)
+    assert updater.store.version_ids() == ["000001", "000002"]
+    assert updater.store.origins("2").source_of(9900002) == "feed"
     history = recent(updater.root)
     assert [(h["who"], h["outcome"], h["version"]) for h in history] == [
-        (scheduler_name(), "activated", "000001"), (scheduler_name(), "activated", "000002")]
+        (scheduler_name(), "activated", "000001"), (scheduler_name(), "activated", "000002"),
+        (scheduler_name(), "unchanged", None)]
     assert history[0]["why"] == "scheduled update (every 0.5 s)"
     # a new scheduler (the appliance restarted) waits out the interval since the last one
     later = UpdateScheduler(updater, interval=3600, jitter=0)

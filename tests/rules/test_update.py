@@ -210,3 +210,31 @@ def test_canary_that_cannot_be_replayed_is_not_mistaken_for_bad_rules(settings: 
     only_broken = Updater(settings, RulesSettings(canaries=())).update()
     assert not only_broken.activated and only_broken.refused == "a canary could not be replayed"
     assert only_broken.steps[1].ok and "canary replay" not in only_broken.steps[1].detail
+
+
+def test_an_update_with_nothing_new_can_leave_the_versions_alone(settings: Settings) -> None:
+    updater = Updater(settings)
+    write_local_rules(updater, "local.rules", GOOD_RULE + BAD_RULE)
+    first = updater.update()
+    assert first.activated and len(first.dropped) == 1
+    # the same sources and policy: the same rules, once the invalid one is dropped again
+    same = updater.update(skip_unchanged=True)
+    assert same.outcome == "unchanged" and not same.activated and same.refused is None
+    assert same.previous == first.version and same.version is None
+    assert same.steps[-1].name == "compare" and first.version in same.steps[-1].detail
+    assert updater.store.version_ids() == [first.version]
+    assert recent_outcomes(updater) == ["activated", "unchanged"]
+    # a change is activated as usual
+    write_local_rules(updater, "local.rules", GOOD_RULE)
+    changed = updater.update(skip_unchanged=True)
+    assert changed.activated and changed.version == "000002"
+    again = updater.update(skip_unchanged=True)
+    assert again.unchanged and [s.name for s in again.steps] == ["fetch", "compare"]
+    # without skip_unchanged (the default) every update makes a version, as before
+    assert updater.update().version == "000003"
+
+
+def recent_outcomes(updater: Updater) -> list[str]:
+    from rules.history import recent
+
+    return [entry["outcome"] for entry in recent(updater.root)]
