@@ -103,3 +103,11 @@ def test_cli_shows_and_filters_by_source(config_file: Path, tmp_path: Path,
     with pytest.raises(RuleError, match="no rules from a source 'nope'") as info:
         run(["rules", "list", "--source", "nope", *cfg])
     assert "bundled, feed" in (info.value.hint or "")
+    # a version made before Lateral recorded sources: shown as unknown, not filterable
+    (config_file.parent / "state" / "rules" / "versions" / "000001" / "origins.json").unlink()
+    assert run(["rules", "show", "9810002", *cfg]) == 0
+    assert "  source: unknown (not recorded)\n" in capsys.readouterr().out
+    assert run(["rules", "list", "--json", *cfg]) == 0
+    assert {r["source"] for r in json.loads(capsys.readouterr().out)} == {None}
+    with pytest.raises(RuleError, match="no record of its rules' sources"):
+        run(["rules", "list", "--source", "feed", *cfg])
