@@ -42,6 +42,9 @@ def recent(root: Path, limit: int = 20) -> list[dict[str, Any]]:
             data = fh.read()
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        log.warning("cannot read %s: %s", path, exc.strerror)
+        return []
     lines = data.split(b"\n")
     if len(data) < size:
         lines = lines[1:]  # the first line is cut by the tail

@@ -84,9 +84,10 @@ class UpdateScheduler:
         for entry in reversed(recent(self.updater.root, limit=1000)):
             if entry.get("who") == self.who:
                 try:
-                    return datetime.fromisoformat(str(entry["started"]))
+                    started = datetime.fromisoformat(str(entry["started"]))
                 except (KeyError, ValueError):
                     continue
+                return started if started.tzinfo is not None else started.replace(tzinfo=UTC)
         return None
 
     def run(self, stop: threading.Event) -> None:

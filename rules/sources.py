@@ -344,11 +344,12 @@ class Sources:
         merged = output_dir / "suricata.rules"
         if not merged.is_file():
             raise RuleError(f"suricata-update wrote no {merged}")
-        if self.rules.bundled_rules:
-            shipped.append(Shipped(BUNDLED, str(bundled_rules_path()),
-                                   rule_ids(rule_blobs(bundled_rules_path()))))
-        for path in self.local_files():
-            shipped.append(Shipped(LOCAL, str(path), rule_ids([path.read_bytes()])))
+        own = [(BUNDLED, bundled_rules_path())] if self.rules.bundled_rules else []
+        for name, path in own + [(LOCAL, p) for p in self.local_files()]:
+            try:
+                shipped.append(Shipped(name, str(path), rule_ids([path.read_bytes()])))
+            except OSError as exc:  # e.g. removed since: its rules go unattributed
+                log.warning("cannot read %s for rule attribution: %s", path, exc.strerror)
         return FetchResult(merged, statuses, flowbit_enabled(lines), seconds, lines, shipped)
 
     def _read_source(

@@ -148,3 +148,16 @@ def test_live_hook_only_with_an_interval_and_the_managed_ruleset(tmp_path: Path)
     scheduler.start()
     scheduler.stop()
     assert time.monotonic() - started < 5
+
+
+def test_history_with_odd_entries_does_not_stop_the_scheduler(tmp_path: Path) -> None:
+    updater = Updater(Settings(state_dir=tmp_path))
+    updater.root.mkdir(parents=True)
+    (updater.root / "history.jsonl").write_text(
+        f'{{"who": "{scheduler_name()}", "started": "2026-01-01T10:00:00"}}\n'  # no zone
+        f'{{"who": "{scheduler_name()}", "started": "yesterday"}}\n'
+        '{"who": "torn li\n')
+    scheduler = UpdateScheduler(updater, interval=3600)
+    last = scheduler.last_scheduled()
+    assert last == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    assert first_delay(last, last + timedelta(minutes=10), 3600, 0, random.Random()) == 3000
