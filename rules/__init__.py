@@ -15,9 +15,13 @@ Modules, each one concern::
     store     RuleStore: versions/, active symlink, lock    atomic activation, pruning
     policy    enable/disable/modify/drop.conf entries
     sources   Sources: suricata-update as a subprocess      fetch/merge, add/remove/enable
-    canary    canary captures and the lost-alert check
+    origin    which source each rule came from (origins.json)
+    canary    canary captures (one engine replays them all), the lost-alert check
+    guard     the shrink guard: refuse a candidate that lost many enabled rules
     reload    ruleset-reload-nonblocking + ruleset-stats
     update    Updater: the pipeline, rollback; report: UpdateReport
+    history   history.jsonl, every update's outcome
+    schedule  UpdateScheduler: updates at an interval, with jitter
     diff      differences between two versions
     settings  RulesSettings (the ``rules:`` section)
     cli       ``lateral rules …`` (registered by appliance.cli)
@@ -27,20 +31,24 @@ Elasticsearch.
 """
 
 from .manifest import Manifest, RuleCounts
+from .origin import Origins
 from .report import StepReport, UpdateReport
 from .rule import Rule, parse, parse_file
+from .schedule import UpdateScheduler
 from .settings import RulesSettings
 from .store import RuleStore
 from .update import Updater
 
 __all__ = [
     "Manifest",
+    "Origins",
     "Rule",
     "RuleCounts",
     "RuleStore",
     "RulesSettings",
     "StepReport",
     "UpdateReport",
+    "UpdateScheduler",
     "Updater",
     "parse",
     "parse_file",
