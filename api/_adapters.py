@@ -187,7 +187,15 @@ def es_reachable(conn: EsSettings) -> tuple[bool, str]:
     client = _client(conn, 3.0)
     try:
         info = client.info()
-    except (ApiError, TransportError) as exc:
+    except ApiError as exc:
+        status = exc.meta.status
+        if status in (401, 403):
+            return False, f"Elasticsearch refuses Lateral's credentials (HTTP {status})"
+        if status >= 500:
+            return False, f"Elasticsearch answers HTTP {status}"
+        # It answers; some distributions (the integ-test builds) have no GET / handler.
+        return True, f"Elasticsearch answers (HTTP {status} on GET /)"
+    except TransportError as exc:
         return False, f"Elasticsearch does not answer: {type(exc).__name__}"
     finally:
         client.close()

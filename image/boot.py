@@ -23,6 +23,8 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -98,7 +100,10 @@ class Appliance:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                         str(self.image.resolve()), str(overlay)], check=True)
         fwd = [f"hostfwd=tcp:127.0.0.1:{self.api_port}-:{GUEST_API_PORT}"]
-        fwd += [f"guestfwd=tcp:{addr}-tcp:127.0.0.1:{port}"
+        # guestfwd's tcp: target is one connection made when qemu starts; cmd: runs a
+        # process per guest connection, so a relay gives every connection its own socket.
+        relay = f"{sys.executable} {Path(__file__).resolve()} --relay"
+        fwd += [f"guestfwd=tcp:{addr}-cmd:{relay} {port}"
                 for addr, port in self.guestfwd.items()]
         argv = ["qemu-system-x86_64", "-accel", self.accel, "-cpu", "max" if self.accel == "tcg"
                 else "host", "-smp", str(self.cpus), "-m", str(self.memory_mib),
@@ -126,9 +131,12 @@ class Appliance:
     def __exit__(self, *exc: object) -> None:
         if self._sock is not None:
             self._sock.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
     def console(self) -> str:
         try:
@@ -205,3 +213,23 @@ def boot_check(image: Path, workdir: Path) -> BootResult:
     with Appliance(image, workdir / "vm", seed) as vm:
         secs = vm.wait_healthy()
         return BootResult(secs, vm.accel)
+
+
+def relay(port: int) -> None:
+    """stdin/stdout ↔ 127.0.0.1:``port`` (what qemu's guestfwd ``cmd:`` runs per connection)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+
+    def upstream() -> None:
+        while data := os.read(0, 65536):
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=upstream, daemon=True).start()
+    out = sys.stdout.buffer
+    while data := sock.recv(65536):
+        out.write(data)
+        out.flush()
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--relay":
+    relay(int(sys.argv[2]))
