@@ -10,13 +10,18 @@ The CPU-heavy part of shipping (parsing, ECS conversion, serialising, reading th
 compete with the pipeline for the interpreter lock if it ran in a thread of the pipeline's
 process. :class:`ProcessRunner` runs a :class:`Bulker` in a child process (``spawn``) and talks
 to it over a pipe: the shipper's thread only passes bytes and small outcomes, so the packet
-path keeps its core. :class:`ThreadRunner` runs it in the calling thread (tests, small setups).
-If the child dies, the runner reports a failure (the lines are retried) and starts a new one.
+path keeps its core. The child runs at a lower CPU priority (nice +10): when the pipeline and
+shipping want the same core, the pipeline gets it, and the spool holds what is not shipped yet.
+The lines travel as the spool holds them (one buffer, newline-separated), so the shipper's
+thread neither splits nor joins them. :class:`ThreadRunner` runs it in the calling thread
+(tests, small setups). If the child dies, the runner reports a failure (the lines are retried)
+and starts a new one.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -181,10 +186,15 @@ class Bulker:
         return again
 
 
+_WORKER_NICE = 10  # the bulk worker's CPU priority below the pipeline's
+
+
 class Runner(Protocol):
     def setup(self) -> str | None: ...
 
-    def send(self, lines: list[bytes]) -> Outcome: ...
+    def send(self, data: bytes | memoryview, count: int) -> Outcome:
+        """Ship ``count`` lines given as one newline-separated buffer."""
+        ...
 
     def close(self) -> None: ...
 
@@ -200,8 +210,8 @@ class ThreadRunner:
     def setup(self) -> str | None:
         return self._bulker.setup()
 
-    def send(self, lines: list[bytes]) -> Outcome:
-        return self._bulker.send(lines)
+    def send(self, data: bytes | memoryview, count: int) -> Outcome:
+        return self._bulker.send(bytes(data).split(b"\n"))
 
     def interrupt(self) -> None:
         """Nothing to do: a request in flight ends within the client's request timeout."""
@@ -212,7 +222,11 @@ class ThreadRunner:
 
 def _serve(conn: Connection, connection: Mapping[str, Any], namespace: str,
            host: str | None) -> None:
-    """The child process: answer setup (``S``) and bulk (``B`` + lines) messages until EOF."""
+    """The child process: answer setup (``S``) and bulk (``B``, then the lines) messages."""
+    try:
+        os.nice(_WORKER_NICE)
+    except OSError:  # not allowed here: ship at the same priority
+        pass
     client = connect(**connection)
     bulker = Bulker(client, namespace, host)
     try:
@@ -221,12 +235,12 @@ def _serve(conn: Connection, connection: Mapping[str, Any], namespace: str,
                 msg = conn.recv_bytes()
             except EOFError:
                 return
-            if not msg:
-                return
-            if msg[:1] == b"S":
+            if msg == b"S":
                 conn.send(bulker.setup())
+            elif msg == b"B":
+                conn.send(bulker.send(conn.recv_bytes().split(b"\n")))
             else:
-                conn.send(bulker.send(msg[1:].split(b"\n")))
+                return
     finally:
         client.close()
         conn.close()
@@ -249,11 +263,12 @@ class ProcessRunner:
         self._proc.start()
         child.close()
 
-    def _call(self, msg: bytes) -> Any:
+    def _call(self, *msgs: bytes | memoryview) -> Any:
         if self._proc is None:
             raise EOFError("the bulk worker process was stopped")
         try:
-            self._conn.send_bytes(msg)
+            for msg in msgs:
+                self._conn.send_bytes(msg)
             return self._conn.recv()
         except (EOFError, OSError):  # the child died (or was interrupted): start a new one
             self._stop_child()
@@ -268,12 +283,12 @@ class ProcessRunner:
             return f"bulk worker process failed: {exc!r}"
         return result
 
-    def send(self, lines: list[bytes]) -> Outcome:
+    def send(self, data: bytes | memoryview, count: int) -> Outcome:
         try:
-            result: Outcome = self._call(b"B" + b"\n".join(lines))
+            result: Outcome = self._call(b"B", data)
         except (EOFError, OSError) as exc:
             return Outcome(failure=f"bulk worker process failed: {exc!r}",
-                           retry=list(range(len(lines))))
+                           retry=list(range(count)))
         return result
 
     def interrupt(self) -> None:

@@ -254,15 +254,16 @@ class EsShipper:
 
     def _ship(self, batch: Batch) -> bool:
         """Send one batch until Elasticsearch has answered for every record; False if stopped."""
-        pending = batch.lines
+        pending: bytes | memoryview = batch.data
+        count = batch.count
         attempt = 0
-        while pending:
+        while count:
             if self._stop.is_set():
                 return False
             if not self._spool.alive(batch):
                 return False  # dropped from the spool meanwhile: counted there
             self.counters.bulk_requests += 1
-            out = self._runner.send(pending)
+            out = self._runner.send(pending, count)
             c = self.counters
             c.shipped += out.shipped
             c.duplicates += out.duplicates
@@ -272,8 +273,12 @@ class EsShipper:
             self.last_error = out.failure
             if out.failure:
                 log.warning("%s; records stay spooled, retrying", out.failure)
-            pending = [pending[i] for i in out.retry]
-            if pending:
+            if out.retry:  # the lines to send again (rare: split only then)
+                lines = bytes(pending).split(b"\n")
+                pending, count = b"\n".join(lines[i] for i in out.retry), len(out.retry)
+            else:
+                count = 0
+            if count:
                 attempt += 1
                 c.retries += 1
                 self._stop.wait(self._backoff(attempt))

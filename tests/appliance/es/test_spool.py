@@ -83,3 +83,26 @@ def test_restart_resumes_at_the_cursor_and_skips_a_torn_line(tmp_path: Path) -> 
     assert read_all(again) == lines(4, 6) + lines(10, 2)
     assert again.torn == 1
     again.close()
+
+
+def test_uneven_lines_and_large_appends_read_back_whole_and_in_order(tmp_path: Path) -> None:
+    # Lines of very different lengths (the reader sizes its reads by the segment's average)
+    # and appends of more lines than one writev takes.
+    written = [b'{"n":%d,"pad":"%s"}' % (i, b"y" * (5 if i % 7 else 70_000))
+               for i in range(1300)]
+    spool = Spool(tmp_path, segment_bytes=8 << 20, max_bytes=1 << 30)
+    spool.append(written[:1100])
+    spool.append(written[1100:])
+    assert spool.pending() == (1300, sum(len(x) + 1 for x in written))
+    got: list[bytes] = []
+    for max_lines in (1, 3, 250, 1, 2000):  # cuts from the start and from the end
+        batch = spool.read(max_lines, 4 << 20)
+        assert batch is not None and batch.count == len(batch.lines) <= max_lines
+        got += batch.lines
+        spool.commit(batch)
+    while (batch := spool.read(97, 1 << 20)) is not None:
+        got += batch.lines
+        spool.commit(batch)
+    assert got == written
+    assert spool.pending() == (0, 0)
+    spool.close()
