@@ -62,6 +62,8 @@ PACKAGES = [
     "e2fsprogs", "kmod", "procps", "netbase", "less", "cloud-guest-utils", "sudo",
 ]
 BACKPORTS = ["suricata"]
+# Mounted into the chroot during the build (and left out of the cached base), with their modes.
+CHROOT_MOUNTS = {"dev": 0o755, "proc": 0o555, "sys": 0o555, "var/cache/apt/archives": 0o755}
 
 
 class BuildError(Exception):
@@ -214,9 +216,12 @@ def save_base(mnt: Path, dest: Path) -> None:
         old.unlink()
     tmp = dest.with_suffix(".tmp")
     with open(tmp, "wb") as out:
+        # The chroot's mounts (proc, sys, dev, the package cache) stay out; unpack_base
+        # makes their mount points again.
+        excludes = [f"--exclude=./{m}" for m in CHROOT_MOUNTS]
         tar = subprocess.Popen(["tar", "--numeric-owner", "--xattrs", "--acls",
-                                "--one-file-system", "-C", str(mnt), "-cf", "-", "."],
-                               stdout=subprocess.PIPE)
+                                "--one-file-system", *excludes, "-C", str(mnt), "-cf", "-",
+                                "."], stdout=subprocess.PIPE)
         assert tar.stdout is not None
         run("zstd", "-q", "-T0", "-3", stdin=tar.stdout, stdout=out)
         if tar.wait() != 0:
@@ -231,6 +236,9 @@ def unpack_base(src: Path, mnt: Path) -> None:
         "-xpf", "-", stdin=zstd.stdout)
     if zstd.wait() != 0:
         raise BuildError(f"{src} is corrupt: delete it and build again")
+    for m, mode in CHROOT_MOUNTS.items():
+        (mnt / m).mkdir(mode=mode, parents=True, exist_ok=True)
+        (mnt / m).chmod(mode)
 
 
 def copy_rootfs(mnt: Path) -> None:
@@ -275,6 +283,7 @@ def build(args: argparse.Namespace) -> int:
         for fs, where, opts in (("/dev", "dev", ("--bind",)), ("/dev/pts", "dev/pts", ("--bind",)),
                                 ("proc", "proc", ("-t", "proc")), ("sysfs", "sys", ("-t", "sysfs")),
                                 (str(CACHE / "debs"), "var/cache/apt/archives", ("--bind",))):
+            assert where.split("/")[0] in CHROOT_MOUNTS or where in CHROOT_MOUNTS
             disk.mount(fs, mnt / where, *opts)
         (mnt / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # no daemons now
         (mnt / "usr/sbin/policy-rc.d").chmod(0o755)
