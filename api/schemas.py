@@ -156,6 +156,11 @@ class VersionsPublic(BaseModel):
 class UpdateRequest(_In):
     why: str = Field(default="API update", max_length=200)
     offline: bool | None = None
+    allow_shrink: bool = Field(default=False, description="let this update through the shrink "
+                               "guard (a candidate losing more than rules.max_shrink of the "
+                               "active version's enabled rules)")
+    if_changed: bool = Field(default=False, description="make no new version when the "
+                             "candidate equals the active one (outcome 'unchanged')")
 
 
 class RollbackRequest(_In):

@@ -98,6 +98,7 @@ def update(body: UpdateRequest, request: Request, response: Response, state: Sta
     def work(progress: Any) -> dict[str, Any]:
         report = Updater(settings).update(
             who=requester, why=body.why, offline=body.offline,
+            allow_shrink=body.allow_shrink, skip_unchanged=body.if_changed,
             on_step=lambda step: progress({"name": step.name, "ok": step.ok,
                                            "seconds": round(step.seconds, 2),
                                            "detail": step.detail}))

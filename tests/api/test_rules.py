@@ -147,3 +147,17 @@ def test_rule_policy_entries(operator: httpx.Client) -> None:
     bad = assert_problem(operator.post("/rules/policy", json={"kind": "modify",
                                                               "entry": "1 nope"}), 422)
     assert "hint" in bad
+
+
+def test_update_if_changed_makes_no_new_version(operator: httpx.Client) -> None:
+    first = _wait(operator, operator.post("/rules/update", json={"why": "baseline"})
+                  .json()["location"])
+    again = _wait(operator, operator.post("/rules/update", json={"why": "nothing new",
+                                                                 "if_changed": True})
+                  .json()["location"])
+    assert first["state"] == again["state"] == "succeeded", (first, again)
+    assert first["report"]["outcome"] == "activated"
+    assert again["report"]["outcome"] == "unchanged"
+    assert operator.get("/rules/versions").json()["active"] == first["report"]["version"]
+    bad = operator.post("/rules/update", json={"allow_shrink": "sometimes"})
+    assert bad.status_code == 422
