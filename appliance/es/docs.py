@@ -303,7 +303,8 @@ kibana export PATH` writes the same NDJSON for a manual import (Stack Management
 - saved searches *Lateral: alerts*, *Lateral: policy findings*, *Lateral: flows by VM*;
 - Lens visualisations: alerts over time by signature (`rule.name`), the top talking VM pairs
   (`lateral.src_vm.name` → `lateral.dest_vm.name` by bytes, packets and flows), policy
-  findings by type (`rule.category`, the policy check, and `rule.name`);
+  findings by type (`rule.category`, the policy check, and `rule.name`), and the appliances'
+  throughput (packets decoded and EVE records read per second, from the stats records);
 - the dashboard *Lateral — east-west overview*.
 
 The objects are generated from the index templates' field list (`python -m

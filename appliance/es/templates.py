@@ -59,7 +59,7 @@ FIELDS: dict[str, str] = {
     "lateral.id": _K, "lateral.sensor": _K,
     **{f"lateral.{end}.{k}": t for end in ("src_vm", "dest_vm") for k, t in _VM.items()},
     **{f"lateral.pipeline.{k}": _L for k in ("records_in", "records_out", "parse_errors",
-                                             "policy_findings", "check_errors")},
+                                             "policy_findings", "check_errors", "redacted")},
     "lateral.pipeline.by_type": "flattened", "lateral.pipeline.lag_bytes": _L,
     # the shipper's own counters, when the appliance adds them to stats records
     **{f"lateral.pipeline.es.{k}": _L for k in (

@@ -7,7 +7,7 @@ templates' field list, so every field it names is one the templates map):
   ``logs-lateral.policy-*``, ``logs-lateral.flow-*``, with ``@timestamp`` as the time field;
 - saved searches: alerts, policy findings, flows by VM;
 - Lens visualisations: alerts over time by ``rule.name``, the top talking VM pairs (bytes,
-  packets, flows), policy findings by type;
+  packets, flows), policy findings by type, the appliances' packets and records per second;
 - the dashboard "Lateral — east-west overview" that puts them together.
 
 :func:`ndjson` is the file's content; :func:`import_objects` (in :mod:`._import`) sends it to

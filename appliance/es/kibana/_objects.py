@@ -127,6 +127,19 @@ def _sum(name: str, label: str) -> dict[str, Any]:
             "isBucketed": False, "scale": "ratio", "params": {"emptyAsNull": True}}
 
 
+def _max(name: str, label: str) -> dict[str, Any]:
+    return {"label": label, "customLabel": True, "dataType": "number",
+            "operationType": "max", "sourceField": _field(name, "number"),
+            "isBucketed": False, "scale": "ratio", "params": {"emptyAsNull": True}}
+
+
+def _counter_rate(ref: str, label: str) -> dict[str, Any]:
+    """Per second, from the max of a monotonic counter (Suricata's stats are cumulative)."""
+    return {"label": label, "customLabel": True, "dataType": "number",
+            "operationType": "counter_rate", "isBucketed": False, "scale": "ratio",
+            "references": [ref], "timeScale": "s"}
+
+
 def _terms(name: str, label: str, size: int, order_by: str) -> dict[str, Any]:
     ftype = FIELDS.get(_field(name, "terms"))
     return {"label": label, "customLabel": True,
@@ -198,6 +211,23 @@ def _policy_by_type() -> dict[str, Any]:
                  "Inter-VM policy findings by check (segmentation …) and policy rule.")
 
 
+def _appliance_health() -> dict[str, Any]:
+    cols = {"time": _date_histogram(),
+            "pkts": _max("suricata.eve.stats.decoder.pkts", "Packets decoded"),
+            "records": _max("lateral.pipeline.records_in", "EVE records read"),
+            "pps": _counter_rate("pkts", "Packets/s"),
+            "rps": _counter_rate("records", "Records/s")}
+    vis = {"legend": {"isVisible": True, "position": "right"}, "valueLabels": "hide",
+           "fittingFunction": "None", "preferredSeriesType": "line",
+           "layers": [{"layerId": "layer1", "layerType": "data", "seriesType": "line",
+                       "xAccessor": "time", "accessors": ["pps", "rps"],
+                       "position": "top", "showGridlines": False}]}
+    return _lens("lateral-lens-appliance-health", "Lateral: appliance throughput",
+                 "lateral-all", "lnsXY", cols, vis, _kql(("event.dataset", "lateral.stats")),
+                 "Packets Suricata decodes and EVE records Lateral reads, per second, from "
+                 "the stats records (per appliance: split by observer.name to compare).")
+
+
 def _searches() -> list[dict[str, Any]]:
     return [
         _search("lateral-search-alerts", "Lateral: alerts", "lateral-alert",
@@ -254,7 +284,8 @@ def saved_objects() -> list[dict[str, Any]]:
     views = [_data_view(v) for v in DATA_VIEWS]
     searches = _searches()
     over_time, pairs, policy = _alerts_over_time(), _vm_pairs(), _policy_by_type()
+    health = _appliance_health()
     dashboard = _dashboard([(over_time, 0, 0, 32, 15), (policy, 32, 0, 16, 15),
                             (pairs, 0, 15, 48, 15), (searches[0], 0, 30, 48, 15),
-                            (searches[1], 0, 45, 48, 15)])
-    return [*views, *searches, over_time, pairs, policy, dashboard]
+                            (searches[1], 0, 45, 48, 15), (health, 0, 60, 48, 12)])
+    return [*views, *searches, over_time, pairs, policy, health, dashboard]

@@ -51,7 +51,7 @@ _FIT = {"show": {"keyword", "ip", "long", "date", "boolean", "text"},
         "date": {"date"},
         "number": {"long"}}
 _AGGREGATING = {"sort", "terms", "date", "number"}
-_LENS_USE = {"date_histogram": "date", "terms": "terms", "sum": "number"}
+_LENS_USE = {"date_histogram": "date", "terms": "terms", "sum": "number", "max": "number"}
 _CLAUSE = re.compile(r'^(?P<field>[@\w.]+):(?:"(?P<value>[^"]*)"|(?P<any>\*))$')
 
 
@@ -110,6 +110,9 @@ def referenced(obj: dict[str, Any]) -> list[tuple[str, str]]:
             for col in layer["columns"].values():
                 if col["operationType"] == "count":
                     assert col["sourceField"] == "___records___"
+                    continue
+                if col["operationType"] == "counter_rate":  # a rate of another column
+                    assert set(col["references"]) <= set(layer["columns"])
                     continue
                 out.append((col["sourceField"], _LENS_USE[col["operationType"]]))
         out += [(f, "query") for f, _ in kql(state["query"]["query"])]
@@ -223,7 +226,8 @@ def test_documents_of_each_objects_dataset_carry_its_fields(policy_records: list
             assert any(has(d, name) for d in matching), (
                 f"{obj['id']}: no {ds} document has {name}")
             checked.add(name)
-    assert {"rule.name", "lateral.src_vm.name", "network.bytes", "rule.category"} <= checked
+    assert {"rule.name", "lateral.src_vm.name", "network.bytes", "rule.category",
+            "suricata.eve.stats.decoder.pkts"} <= checked
 
 
 def _value_in(doc: dict[str, Any], name: str, value: str) -> bool:
