@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.es_server import EsServer, es_session
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,3 +24,9 @@ def suricata_bin() -> str:
 @pytest.fixture(scope="session")
 def bundled_rules() -> Path:
     return REPO / "rules" / "bundled" / "lateral-demo.rules"
+
+
+@pytest.fixture(scope="session")
+def es() -> Iterator[EsServer]:
+    """One real Elasticsearch for the whole session (tests/es_server.py)."""
+    yield from es_session()

@@ -26,7 +26,7 @@ from elasticsearch import Elasticsearch
 
 from appliance.es import connect
 from lab.scenarios import scenario
-from tests.appliance.es.conftest import EsServer, es, unique  # noqa: F401  (the ES fixture)
+from tests.es_server import EsServer, unique
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "image"))
@@ -100,7 +100,7 @@ def _alerts(client: Elasticsearch, namespace: str, sid: int) -> list[dict[str, o
 
 
 def test_boots_from_seed_serves_api_and_ships_the_attack_alert(
-        built: Path, es: EsServer, tmp_path: Path) -> None:  # noqa: F811
+        built: Path, es: EsServer, tmp_path: Path) -> None:
     namespace = unique("image")
     sensor = f"image-test-{namespace}"
     seed = boot.make_seed(tmp_path / "seed.iso", "\n".join([
