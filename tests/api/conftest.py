@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -91,8 +92,9 @@ def start_server(settings: Settings) -> Iterator[Callable[..., Server]]:
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(api: ApiSettings | None = None, state_dir: Path | None = None,
-              prepare: Callable[[FastAPI], None] | None = None) -> Server:
-        s = settings if state_dir is None else load_settings(None, state_dir=str(state_dir))
+              prepare: Callable[[FastAPI], None] | None = None, **overrides: Any) -> Server:
+        s = settings if state_dir is None else load_settings(None, state_dir=str(state_dir),
+                                                             **overrides)
         api = api or ApiSettings(auth_failures_per_minute=10_000)
         state = ApiState.build(s, api)
         tokens = {role.value: state.tokens.create(f"test-{role.value}", role)[1]
