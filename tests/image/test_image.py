@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
@@ -149,3 +151,36 @@ def test_boots_from_seed_serves_api_and_ships_the_attack_alert(
         # the other capture's alert came too, and nothing fired twice
         assert len(alerts) == 1
     client.close()
+
+
+def test_boots_without_seed_into_safe_defaults(built: Path, tmp_path: Path) -> None:
+    """No seed: capture on, local EVE output, API up, a generated token on the console only."""
+    capture = scenario("tcp_split")
+    frames = [data for _, data in capture.frames()]
+    with boot.Appliance(_one(built, ".qcow2"), tmp_path / "vm", None) as vm:
+        seconds = vm.wait_healthy(timeout=780)
+        sys.stderr.write(f"image (no seed): API /health after {seconds:.0f} s ({vm.accel})\n")
+        console = vm.wait_console("API admin token (shown once): ", timeout=120)
+        assert "first boot with safe defaults (no seed)" in console
+        match = re.search(r"API admin token \(shown once\): (lat_[0-9a-f]{12}_[A-Za-z0-9_-]+)",
+                          console)
+        assert match is not None, console[-2000:]
+        token = match.group(1)
+        assert vm.request("/status")[0] == 401
+        deadline = time.monotonic() + 420
+        while vm.request("/health/ready", token)[0] != 200:
+            assert time.monotonic() < deadline, vm.console()[-3000:]
+            time.sleep(3)
+        vm.send_frames(frames, pace=0.002)
+        counters: dict[str, Any] = {}
+        while time.monotonic() < deadline + 240:
+            time.sleep(5)
+            status, body = vm.request("/status", token)
+            assert status == 200 and body is not None
+            counters = body["engine"]["counters"]  # type: ignore[index]
+            if counters["detect"]["alert"] >= sum(capture.expected.alerts.values()):
+                break
+        assert counters["capture"]["kernel_packets"] == len(frames)
+        assert counters["capture"]["kernel_drops"] == 0
+        assert counters["detect"]["alert"] == sum(capture.expected.alerts.values())
+        assert counters["flow"]["total"] == capture.expected.flows
