@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.es import connect
 from lab.scenarios import write_pcap
 from tests.es_server import EsServer, unique
 
@@ -30,10 +31,18 @@ def filled(es: EsServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     assert expected.alerts == {1000001: 1, 1000008: 1}
     (work / "lateral.yaml").write_text(f"sensor: api-findings\nstate_dir: {work / 'state'}\n"
                                        f"es: {{namespace: {namespace}}}\n")
-    subprocess.run([sys.executable, "-m", "appliance.cli", "replay", str(work / "split.pcap"),
-                    "--config", str(work / "lateral.yaml"), "--es", es.url,
-                    "--eve", str(work / "eve.json"), "-q"], check=True, timeout=600,
-                   capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "replay",
+                          str(work / "split.pcap"), "--config", str(work / "lateral.yaml"),
+                          "--es", es.url, "--eve", str(work / "eve.json"), "-q"],
+                         timeout=600, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    client = connect(es.url)
+    try:  # what the API will search must be searchable: refresh, then count in Elasticsearch
+        client.indices.refresh(index=f"logs-lateral.alert-{namespace}")
+        stored = client.count(index=f"logs-lateral.alert-{namespace}")["count"]
+    finally:
+        client.close()
+    assert stored == 2, f"{stored} alerts stored; replay said:\n{out.stdout}{out.stderr}"
     return namespace
 
 

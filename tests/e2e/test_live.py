@@ -8,6 +8,7 @@ and a SIGTERM must stop the appliance cleanly with no kernel drops.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -29,9 +30,14 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
+_LABS = itertools.count()
+
+
 class Lab:
     def __init__(self) -> None:
-        tag = f"{os.getpid() % 100000}"
+        # Unique per lab, not per process: a namespace deleted by the previous test can outlive
+        # its name (a process still inside it) and keep its veth pair, whose name would clash.
+        tag = f"{os.getpid() % 10000}{next(_LABS) % 100}"
         self.ns_a, self.ns_b = f"lat-a{tag}", f"lat-b{tag}"
         self.bridge, self.port_a, self.port_b = f"latbr{tag}", f"latpa{tag}", f"latpb{tag}"
         self.ip_a, self.ip_b = "10.77.0.10", "10.77.0.20"
