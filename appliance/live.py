@@ -42,7 +42,7 @@ from .policy.l2checks import L2Checks
 from .policy.model import load_policy
 from .policy.runner import policy_inventory
 from .render import RenderTarget, write_config
-from .replay import default_rule_files, resolve_rule_files
+from .replay import default_rule_files, resolve_rule_files, with_managed_classification
 from .validate import validate
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
     log.info("capture NIC %s: up=%s promisc=%s mtu=%d offloads turned off: %s", nic.name, nic.up,
              nic.promisc, nic.mtu, ", ".join(nic.offloads_disabled) or "none")
 
+    settings = with_managed_classification(settings)
     rule_files = resolve_rule_files(default_rule_files(settings))
     report = validate(settings, rule_files, live=True)
     if not report.ok:

@@ -102,6 +102,20 @@ def default_rule_files(settings: Settings) -> list[Path]:
     return [bundled_rules()]
 
 
+def with_managed_classification(settings: Settings) -> Settings:
+    """``settings`` naming the managed ruleset's classification file when that ruleset is what
+    runs (sources may add classtypes; rules.store swaps the file with every activation, so a
+    reloaded engine finds the new classtypes too). Unchanged otherwise."""
+    if settings.rule_files:
+        return settings
+    root = settings.rules.state or settings.state_dir / "rules"
+    classification = root / "classification.config"
+    if not (root / "lateral.rules").is_file() or not classification.is_file():
+        return settings
+    engine = settings.engine.model_copy(update={"classification_file": classification})
+    return settings.model_copy(update={"engine": engine})
+
+
 def resolve_rule_files(paths: Iterable[Path]) -> list[Path]:
     """Expand ``--rules`` arguments: files as given, directories to their ``*.rules`` files."""
     out: list[Path] = []
@@ -230,6 +244,8 @@ def replay(
     if not captures:
         raise LateralError("no capture files given")
     infos = [check_capture(Path(p)) for p in captures]
+    if not rules:
+        settings = with_managed_classification(settings)
     rule_paths = list(rules) or default_rule_files(settings)
     rule_files = resolve_rule_files(rule_paths)
     binary = _suricata_binary(settings)

@@ -102,3 +102,25 @@ def test_live_af_packet_config_passes_suricata_T(tmp_path: Path, suricata_bin: s
 def test_live_without_interface_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="capture.interface"):
         render_config(load_settings(), RenderTarget(log_dir=tmp_path, live=True))
+
+
+def test_managed_ruleset_brings_its_classification_file(tmp_path: Path,
+                                                        bundled_rules: Path) -> None:
+    """A source may add classtypes: the engine running the managed ruleset must name the
+    classification file the store swaps with every activation, not the system's."""
+    from appliance.replay import with_managed_classification
+
+    settings = load_settings(None, state_dir=str(tmp_path))
+    assert with_managed_classification(settings) == settings          # no managed ruleset yet
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "lateral.rules").write_text(bundled_rules.read_text())
+    (rules / "classification.config").write_text(
+        "config classification: lateral-custom,A classtype only this source has,2\n")
+    managed = with_managed_classification(settings)
+    assert managed.engine.classification_file == rules / "classification.config"
+    rendered = render_config(managed, RenderTarget(log_dir=tmp_path,
+                                                   rule_files=[rules / "lateral.rules"]))
+    assert rendered["classification-file"] == str(rules / "classification.config")
+    configured = load_settings(None, state_dir=str(tmp_path), rule_files=[str(bundled_rules)])
+    assert with_managed_classification(configured) == configured      # explicit rules win
