@@ -43,6 +43,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .config import Settings, format_validation, load_yaml_mapping
+from .durable import replace_file
 from .errors import ConfigError
 
 __all__ = ["FirstBootSeed", "Layout", "apply", "read_seed", "render_firewall"]
@@ -214,6 +215,10 @@ def _networkd_capture(interface: str) -> str:
             "IPv6AcceptRA=no\nLLDP=no\nEmitLLDP=no\n")
 
 
+def _write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    replace_file(path, text.encode(), mode)
+
+
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -222,20 +227,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -275,17 +266,18 @@ def apply(seed: FirstBootSeed | None, layout: Layout = Layout(), *,
 
     # 1. configuration (validated above)
     if seed.config:
-        _write(layout.config, "# Written by `lateral appliance firstboot` from the seed merged "
-               "over the image's defaults.\n" + yaml.safe_dump(merged, sort_keys=False), 0o640)
+        banner = ("# Written by `lateral appliance firstboot` from the seed merged over the "
+                  "image's defaults.\n")
+        _write_text(layout.config, banner + yaml.safe_dump(merged, sort_keys=False), 0o640)
         outcome.notes.append(f"configuration: {', '.join(sorted(seed.config))} from the seed")
 
     # 2. networking and firewall
     networkd = layout / "etc/systemd/network"
-    _write(networkd / "10-mgmt.network", _networkd_mgmt(seed.management_interface,
+    _write_text(networkd / "10-mgmt.network", _networkd_mgmt(seed.management_interface,
                                                          seed.management))
-    _write(networkd / "20-capture.network", _networkd_capture(capture))
+    _write_text(networkd / "20-capture.network", _networkd_capture(capture))
     api_port = settings.api.port
-    _write(layout / "etc/nftables.conf", render_firewall(
+    _write_text(layout / "etc/nftables.conf", render_firewall(
         management=seed.management_interface, capture=capture, api_port=api_port, ssh=seed.ssh),
         0o755)
     run(["nft", "-f", str(layout / "etc/nftables.conf")])
@@ -300,7 +292,7 @@ def apply(seed: FirstBootSeed | None, layout: Layout = Layout(), *,
         run(["systemctl", "enable", "--now", "ssh.service"])
         outcome.notes.append("SSH on (keys only)")
     if seed.unattended_upgrades:
-        _write(layout / "etc/apt/apt.conf.d/20auto-upgrades",
+        _write_text(layout / "etc/apt/apt.conf.d/20auto-upgrades",
                'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n')
         run(["systemctl", "enable", "--now", "apt-daily.timer", "apt-daily-upgrade.timer"])
         outcome.notes.append("unattended security upgrades on")
@@ -342,7 +334,7 @@ def apply(seed: FirstBootSeed | None, layout: Layout = Layout(), *,
         for path in [state, *state.rglob("*")]:
             os.lchown(path, *owner)
         os.chown(layout.config, 0, owner[1])
-    _write(layout.marker, "\n".join(outcome.notes) + "\n", 0o640)
+    _write_text(layout.marker, "\n".join(outcome.notes) + "\n", 0o640)
     return outcome
 
 

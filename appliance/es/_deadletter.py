@@ -16,6 +16,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..durable import write_all
+
 __all__ = ["DeadLetters"]
 
 log = logging.getLogger("lateral.es.shipper")
@@ -50,10 +52,7 @@ class DeadLetters:
             self._rotate()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_all(fd, data)
         finally:
             os.close(fd)
 

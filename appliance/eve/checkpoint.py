@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from ..durable import fsync_dir, write_all
 from ..errors import LateralError
 from .reader import Position
 
@@ -84,7 +85,7 @@ class CheckpointStore:
         try:
             self._write_tmp(data)
             os.replace(self._tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 self._tmp.unlink(missing_ok=True)
@@ -97,10 +98,7 @@ class CheckpointStore:
         """Write ``data`` to the temporary file and fsync it."""
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all(fd, data)
         finally:
             os.close(fd)
 
@@ -171,10 +169,3 @@ def _typed(value: object, kind: type[_T], name: str) -> _T:
     return value
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -36,32 +36,29 @@ def client(es: EsServer) -> Iterator[Elasticsearch]:
         c.close()
 
 
-@pytest.fixture(scope="session")
-def sample_records(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+def _replay_sample(tmp_path_factory: pytest.TempPathFactory, name: str,
+                   *options: str) -> list[bytes]:
+    """The EVE lines ``lateral replay [options]`` writes for the ``sample`` lab capture."""
     if shutil.which("suricata") is None:
         pytest.fail("suricata is not installed: run scripts/setup")
-    work = tmp_path_factory.mktemp("sample")
+    work = tmp_path_factory.mktemp(name)
     cli = [sys.executable, "-m", "appliance.cli"]
     subprocess.run([*cli, "lab", "sample", str(work / "sample.pcap")], check=True, cwd=work,
                    capture_output=True, timeout=300)
     subprocess.run([*cli, "replay", str(work / "sample.pcap"), "--config",
-                    str(REPO / "examples" / "lab.yaml"), "--eve", str(work / "eve.json"), "-q"],
-                   check=True, cwd=work, capture_output=True, timeout=600)
-    lines = [ln for ln in (work / "eve.json").read_bytes().splitlines() if ln.strip()]
-    return lines + EXTRA_RECORDS
+                    str(REPO / "examples" / "lab.yaml"), *options, "--eve",
+                    str(work / "eve.json"), "-q"], check=True, cwd=work, capture_output=True,
+                   timeout=600)
+    return [ln for ln in (work / "eve.json").read_bytes().splitlines() if ln.strip()]
+
+
+@pytest.fixture(scope="session")
+def sample_records(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    return _replay_sample(tmp_path_factory, "sample") + EXTRA_RECORDS
 
 
 @pytest.fixture(scope="session")
 def policy_records(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     """``lateral replay --policy`` on the sample capture (real Suricata, real policy findings)."""
-    if shutil.which("suricata") is None:
-        pytest.fail("suricata is not installed: run scripts/setup")
-    work = tmp_path_factory.mktemp("sample-policy")
-    cli = [sys.executable, "-m", "appliance.cli"]
-    subprocess.run([*cli, "lab", "sample", str(work / "sample.pcap")], check=True, cwd=work,
-                   capture_output=True, timeout=300)
-    subprocess.run([*cli, "replay", str(work / "sample.pcap"), "--config",
-                    str(REPO / "examples" / "lab.yaml"), "--policy",
-                    str(REPO / "examples" / "policy.yaml"), "--eve", str(work / "eve.json"),
-                    "-q"], check=True, cwd=work, capture_output=True, timeout=600)
-    return [ln for ln in (work / "eve.json").read_bytes().splitlines() if ln.strip()]
+    return _replay_sample(tmp_path_factory, "sample-policy", "--policy",
+                          str(REPO / "examples" / "policy.yaml"))
