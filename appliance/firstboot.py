@@ -303,7 +303,7 @@ def apply(seed: FirstBootSeed | None, layout: Layout = Layout(), *,
     if seed.admin_token is not None:
         existing = {r.id for r in store.list()}
         token = seed.admin_token.get_secret_value()
-        token_id = token.split("_")[1] if token.count("_") >= 2 else ""
+        token_id = token.split("_")[1]  # the format was checked with the seed
         if token_id not in existing:
             store.adopt("bootstrap", Role.admin, token)
         outcome.admin_token_id = token_id
@@ -338,7 +338,7 @@ def apply(seed: FirstBootSeed | None, layout: Layout = Layout(), *,
     return outcome
 
 
-def console_report(outcome: Outcome, layout: Layout = Layout()) -> str:
+def console_report(outcome: Outcome) -> str:
     """The lines for the console; the generated token goes only here, never to a log."""
     lines = ["", "Lateral appliance: first boot " +
              ("configured from the seed" if outcome.seeded else "with safe defaults (no seed)")]
@@ -376,7 +376,7 @@ def main(layout: Layout = Layout(), seed_path: Path | None = None, *,
         _to_console(layout, f"\nLateral appliance: the seed's lateral: section cannot be "
                             f"applied, keeping safe defaults:\n{exc}{hint}\n")
         outcome = apply(None, layout, run=run, owner=service_owner())
-    report = console_report(outcome, layout)
+    report = console_report(outcome)
     _to_console(layout, report)
     log.info("first boot applied (admin token id %s)", outcome.admin_token_id)
     if failed:

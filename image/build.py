@@ -322,13 +322,19 @@ def build(args: argparse.Namespace) -> int:
                              "tmp/packages.txt", "usr/sbin/policy-rc.d",
                              "etc/dpkg/dpkg.cfg.d/lateral-build"):
                 p = mnt / leftover
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            (mnt / "etc/resolv.conf").unlink(missing_ok=True)
-            (mnt / "etc/resolv.conf").symlink_to("/run/systemd/resolve/stub-resolv.conf") \
-                if (mnt / "usr/lib/systemd/systemd-resolved").exists() else \
-                (mnt / "etc/resolv.conf").write_text("")
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
+            resolv = mnt / "etc/resolv.conf"
+            resolv.unlink(missing_ok=True)
+            if (mnt / "usr/lib/systemd/systemd-resolved").exists():
+                resolv.symlink_to("/run/systemd/resolve/stub-resolv.conf")
+            else:  # known gap: without systemd-resolved, DHCP-given DNS reaches no resolv.conf
+                resolv.write_text("")
         with steps.step("finish: trim, unmount, fsck"):
-            run("fstrim", mnt, quiet=True) if shutil.which("fstrim") else None
+            if shutil.which("fstrim"):
+                run("fstrim", mnt, quiet=True)
             disk.unmount_all()
             run("e2fsck", "-fy", disk.part, quiet=True)
             disk.detach()
