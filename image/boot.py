@@ -6,7 +6,10 @@ image itself is never written) with:
 - a NoCloud seed ISO (volume label ``cidata``) holding ``user-data`` and ``meta-data``;
 - NIC 1, management: qemu's user-mode network, isolated (``restrict=on``), with the API port
   forwarded to a loopback port and, optionally, ``guestfwd`` entries that let the guest reach
-  chosen loopback services (an Elasticsearch) at fixed addresses;
+  chosen loopback services (an Elasticsearch) at fixed addresses. Given a :class:`NetNamespace`
+  (root only), qemu runs inside that namespace instead, which holds nothing but its loopback:
+  the guest is just as isolated, and its DNS queries (qemu's 10.0.2.3, handed out by DHCP) reach
+  the namespace's :class:`DnsResponder` — the names a test gives, and no others;
 - NIC 2, capture: a qemu UDP socket backend — every datagram sent to :attr:`capture_addr` is one
   Ethernet frame arriving on the guest's capture NIC, as from a mirror port;
 - the serial console in :attr:`console_log`.
@@ -17,21 +20,28 @@ Standard library only (``image/build.py --boot-check`` uses it before any virtua
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 GUEST_API_PORT = 8443
+_CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -62,6 +72,123 @@ def accel() -> str:
     return os.environ.get("LATERAL_QEMU_ACCEL", "tcg")
 
 
+def enter_netns(path: str) -> None:
+    """Move the calling thread (only it: setns(2) is per thread) into the network namespace
+    at ``path`` (``/run/netns/NAME``, ``/proc/PID/ns/net``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class NetNamespace:
+    """A named network namespace holding only its loopback, for one VM (a context manager; root).
+
+    :meth:`run` calls a function on a thread that lives inside the namespace: sockets it
+    creates (the API client's, the capture sender's, the DNS responder's) belong to the
+    namespace whichever thread uses them afterwards. ``ip netns exec`` gives processes started
+    in it ``/etc/netns/NAME/resolv.conf`` as their resolv.conf: qemu forwards the guest's DNS to
+    the nameserver listed there, the namespace's own 127.0.0.1."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = f"/run/netns/{name}"
+        self._etc = Path("/etc/netns") / name
+        self._thread: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> NetNamespace:
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
+        self._etc.mkdir(parents=True, exist_ok=True)
+        (self._etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{self.name}",
+                                          initializer=enter_netns, initargs=(self.path,))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        shutil.rmtree(self._etc, ignore_errors=True)
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+    def run(self, fn: Callable[..., T], *args: object) -> T:
+        assert self._thread is not None, "the namespace is not set up"
+        return self._thread.submit(fn, *args).result()
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+
+class DnsResponder:
+    """A DNS server for tests on UDP 127.0.0.1:53 of a :class:`NetNamespace`: A records for the
+    names it is given, NXDOMAIN for every other name, and a log of every question asked (so a
+    test can tell a name was resolved by DNS, not by /etc/hosts)."""
+
+    def __init__(self, netns: NetNamespace, records: dict[str, str]) -> None:
+        self.records = {name.lower().rstrip("."): socket.inet_aton(addr)
+                        for name, addr in records.items()}
+        self.questions: list[tuple[str, int]] = []
+        self._sock = netns.run(self._bind)
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="dns")
+
+    @staticmethod
+    def _bind() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 53))
+        return sock
+
+    def __enter__(self) -> DnsResponder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+    def asked(self, name: str, qtype: int = 1) -> bool:
+        return (name.lower().rstrip("."), qtype) in self.questions
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                query, peer = self._sock.recvfrom(4096)
+            except OSError:
+                return          # closed
+            answer = self.answer(query)
+            if answer is not None:
+                self._sock.sendto(answer, peer)
+
+    def answer(self, query: bytes) -> bytes | None:
+        """The response to one query (None for what is not a single-question query)."""
+        if len(query) < 12:
+            return None
+        qid, flags, qdcount = struct.unpack("!HHH", query[:6])
+        if flags & 0x8000 or qdcount != 1:
+            return None
+        labels, pos = [], 12
+        while pos < len(query) and query[pos]:
+            n = query[pos]
+            labels.append(query[pos + 1:pos + 1 + n].decode("ascii", "replace"))
+            pos += 1 + n
+        if pos + 5 > len(query):
+            return None
+        qtype, qclass = struct.unpack("!HH", query[pos + 1:pos + 5])
+        question = query[12:pos + 5]
+        name = ".".join(labels).lower()
+        self.questions.append((name, qtype))
+        addr = self.records.get(name)
+        rd = flags & 0x0100
+        if addr is None:
+            return struct.pack("!HHHHHH", qid, 0x8083 | rd, 1, 0, 0, 0) + question
+        if qtype != 1 or qclass != 1:   # the name exists, with no record of that type
+            return struct.pack("!HHHHHH", qid, 0x8080 | rd, 1, 0, 0, 0) + question
+        record = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + addr
+        return struct.pack("!HHHHHH", qid, 0x8080 | rd, 1, 1, 0, 0) + question + record
+
+
 @dataclass
 class BootResult:
     seconds_to_health: float
@@ -73,10 +200,12 @@ class Appliance:
 
     def __init__(self, image: Path, workdir: Path, seed: Path | None = None, *,
                  memory_mib: int = 2048, cpus: int = 2,
-                 guestfwd: dict[str, int] | None = None) -> None:
+                 guestfwd: dict[str, int] | None = None,
+                 netns: NetNamespace | None = None) -> None:
         self.image, self.workdir, self.seed = image, workdir, seed
         self.memory_mib, self.cpus = memory_mib, cpus
         self.guestfwd = guestfwd or {}
+        self.netns = netns
         self.api_port = free_port()
         self.capture_port = free_port(socket.SOCK_DGRAM)   # qemu listens here
         self.capture_peer = free_port(socket.SOCK_DGRAM)   # qemu sends the guest's frames here
@@ -102,15 +231,19 @@ class Appliance:
         fwd = [f"hostfwd=tcp:127.0.0.1:{self.api_port}-:{GUEST_API_PORT}"]
         # guestfwd's tcp: target is one connection made when qemu starts; cmd: runs a
         # process per guest connection, so a relay gives every connection its own socket.
+        # In a namespace of its own the relay goes back to this process's namespace to connect.
         relay = f"{sys.executable} {Path(__file__).resolve()} --relay"
-        fwd += [f"guestfwd=tcp:{addr}-cmd:{relay} {port}"
+        home = f" /proc/{os.getpid()}/ns/net" if self.netns else ""
+        fwd += [f"guestfwd=tcp:{addr}-cmd:{relay} {port}{home}"
                 for addr, port in self.guestfwd.items()]
+        # The namespace isolates the guest (and lets its DNS queries through to the namespace).
+        restrict = "off" if self.netns else "on"
         argv = ["qemu-system-x86_64", "-accel", self.accel, "-cpu", "max" if self.accel == "tcg"
                 else "host", "-smp", str(self.cpus), "-m", str(self.memory_mib),
                 "-nodefaults", "-display", "none", "-no-user-config",
                 "-serial", f"file:{self.console_log}",
                 "-drive", f"file={overlay},if=virtio,format=qcow2,discard=unmap",
-                "-netdev", "user,id=mgmt,restrict=on," + ",".join(fwd),
+                "-netdev", f"user,id=mgmt,restrict={restrict}," + ",".join(fwd),
                 "-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:4c:a7:01",
                 "-netdev", f"socket,id=cap,udp=127.0.0.1:{self.capture_peer},"
                            f"localaddr=127.0.0.1:{self.capture_port}",
@@ -118,7 +251,11 @@ class Appliance:
                 "-device", "virtio-rng-pci"]
         if self.seed is not None:
             argv += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
-        return argv
+        return self.netns.wrap(argv) if self.netns else argv
+
+    def _here(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in the VM's network namespace (where its forwarded ports are)."""
+        return self.netns.run(fn, *args) if self.netns else fn(*args)
 
     def __enter__(self) -> Appliance:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +291,10 @@ class Appliance:
     def request(self, path: str, token: str | None = None,
                 timeout: float = 10.0) -> tuple[int, dict[str, object] | None]:
         """GET ``path`` from the API (its certificate is self-signed: not verified here)."""
+        return self._here(self._request, path, token, timeout)
+
+    def _request(self, path: str, token: str | None,
+                 timeout: float) -> tuple[int, dict[str, object] | None]:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -199,7 +340,7 @@ class Appliance:
     def send_frames(self, frames: list[bytes], pace: float = 0.0) -> None:
         """Each frame as one datagram to the capture NIC's backend."""
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock = self._here(socket.socket, socket.AF_INET, socket.SOCK_DGRAM)
         for frame in frames:
             self._sock.sendto(frame, self.capture_addr)
             if pace:
@@ -215,8 +356,11 @@ def boot_check(image: Path, workdir: Path) -> BootResult:
         return BootResult(secs, vm.accel)
 
 
-def relay(port: int) -> None:
-    """stdin/stdout ↔ 127.0.0.1:``port`` (what qemu's guestfwd ``cmd:`` runs per connection)."""
+def relay(port: int, netns: str | None = None) -> None:
+    """stdin/stdout ↔ 127.0.0.1:``port`` (what qemu's guestfwd ``cmd:`` runs per connection),
+    that port being in the network namespace at ``netns`` when given."""
+    if netns:
+        enter_netns(netns)
     sock = socket.create_connection(("127.0.0.1", port))
 
     def upstream() -> None:
@@ -231,5 +375,5 @@ def relay(port: int) -> None:
         out.flush()
 
 
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--relay":
-    relay(int(sys.argv[2]))
+if __name__ == "__main__" and len(sys.argv) in (3, 4) and sys.argv[1] == "--relay":
+    relay(int(sys.argv[2]), *sys.argv[3:])
