@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import threading
@@ -25,12 +24,16 @@ from typing import Any
 
 import orjson
 
+from appliance.durable import replace_file
 from appliance.errors import ConfigError
 
 __all__ = ["ROLE_RANK", "Role", "TokenRecord", "TokenStore"]
 
 _PREFIX = "lat"
 _ID = re.compile(r"^[0-9a-f]{12}$")
+#: What a token looks like (what :meth:`TokenStore.create` makes and :meth:`adopt` accepts).
+TOKEN_FORMAT = re.compile(r"^lat_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{32,128})$")
+TOKEN_FORMAT_HELP = "a token must read lat_<12 hex digits>_<secret of 32 to 128 characters>"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@-]{0,63}$")
 # scrypt: N=2**14, r=8, p=1 (16 MiB, ~30 ms): cheap for one request, costly for guessing.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
@@ -97,19 +100,7 @@ class TokenStore:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = {"format": 1, "tokens": [{**asdict(r), "role": r.role.value}
                                         for r in records.values()]}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, orjson.dumps(data, option=orjson.OPT_INDENT_2))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2), 0o600)
 
     def create(self, name: str, role: Role) -> tuple[TokenRecord, str]:
         """A new token: its record and the token itself (shown to the caller once)."""
@@ -135,11 +126,10 @@ class TokenStore:
         if not _NAME.match(name):
             raise ConfigError(f"{name!r} is not a valid token name (letters, digits, _ . @ - "
                               "and spaces; at most 64)")
-        prefix, _, rest = token.partition("_")
-        token_id, _, secret = rest.partition("_")
-        if prefix != _PREFIX or not _ID.match(token_id) or not 32 <= len(secret) <= 128:
-            raise ConfigError("a token must read lat_<12 hex digits>_<secret of 32 to 128 "
-                              "characters>", hint="`lateral api token create` makes one")
+        match = TOKEN_FORMAT.match(token)
+        if match is None:
+            raise ConfigError(TOKEN_FORMAT_HELP, hint="`lateral api token create` makes one")
+        token_id, secret = match["id"], match["secret"]
         salt = secrets.token_bytes(16)
         with self._lock:
             records = self._load()

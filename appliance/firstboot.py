@@ -31,7 +31,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -42,6 +41,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from api.tokens import TOKEN_FORMAT, TOKEN_FORMAT_HELP
+
 from .config import Settings, format_validation, load_yaml_mapping
 from .durable import replace_file
 from .errors import ConfigError
@@ -50,7 +51,6 @@ __all__ = ["FirstBootSeed", "Layout", "apply", "read_seed", "render_firewall"]
 
 log = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"^lat_[0-9a-f]{12}_[A-Za-z0-9_-]{32,128}$")
 CLOUD_CONFIG = Path("/var/lib/cloud/instance/cloud-config.txt")
 
 
@@ -88,9 +88,8 @@ class FirstBootSeed(_Model):
     @field_validator("admin_token")
     @classmethod
     def _token_format(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _TOKEN.match(value.get_secret_value()):
-            raise ValueError("a token must read lat_<12 hex digits>_<secret of 32 to 128 "
-                             "characters> (`lateral api token create` makes one)")
+        if value is not None and not TOKEN_FORMAT.match(value.get_secret_value()):
+            raise ValueError(f"{TOKEN_FORMAT_HELP} (`lateral api token create` makes one)")
         return value
 
     @field_validator("config")
@@ -212,7 +211,7 @@ def _networkd_capture(interface: str) -> str:
     return ("# Capture NIC, written by `lateral appliance firstboot`: receive-only.\n"
             f"[Match]\nName={interface}\n\n[Link]\nARP=no\nPromiscuous=yes\n"
             "RequiredForOnline=no\n\n[Network]\nDHCP=no\nLinkLocalAddressing=no\n"
-            "IPv6AcceptRA=no\nLLDP=no\nEmitLLDP=no\n")
+            "IPv6AcceptRA=no\nLLDP=no\nEmitLLDP=no\nLLMNR=no\nMulticastDNS=no\n")
 
 
 def _write_text(path: Path, text: str, mode: int = 0o644) -> None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shlex
 from pathlib import Path
 from typing import Literal
 
+from appliance.durable import replace_file
 from appliance.errors import RuleError
 
 __all__ = ["POLICY_FILES", "PolicyKind", "add_entry", "entries", "remove_entry"]
@@ -84,12 +84,9 @@ def entries(directory: Path, kind: PolicyKind) -> list[str]:
 
 
 def _write(directory: Path, kind: PolicyKind, lines: list[str]) -> None:
-    path = _path(directory, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     header = f"# Lateral rule policy ({kind}); suricata-update {kind}.conf syntax\n"
-    tmp.write_text(header + "".join(f"{line}\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    replace_file(_path(directory, kind),
+                 (header + "".join(f"{line}\n" for line in lines)).encode())
 
 
 def add_entry(directory: Path, kind: PolicyKind, entry: str) -> bool:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import orjson
 
+from appliance.durable import fsync_dir
 from appliance.errors import RuleError
 
 from . import origin
@@ -48,14 +49,6 @@ RULES_FILE = "lateral.rules"
 CLASSIFICATION = "classification.config"
 MANIFEST = "manifest.json"
 _STAGING = ".staging-"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RuleStore:
@@ -231,9 +224,9 @@ class RuleStore:
                 finally:
                     os.close(fd)
         os.replace(tmp, staging / MANIFEST)
-        _fsync_dir(staging)
+        fsync_dir(staging)
         os.rename(staging, final)
-        _fsync_dir(self.versions_dir)
+        fsync_dir(self.versions_dir)
         return final
 
     def activate(self, version: str) -> None:
@@ -247,9 +240,9 @@ class RuleStore:
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self._sync_engine_files()
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         log.info("activated ruleset version %s", vid)
 
     def prune(self) -> list[str]:
