@@ -39,6 +39,7 @@ __all__ = [
     "Readiness",
     "RollbackRequest",
     "RulePublic",
+    "RuleStatsPublic",
     "RulesPage",
     "StatusPublic",
     "TokenCreate",
@@ -275,3 +276,39 @@ class PolicyEntries(BaseModel):
     disable: list[str]
     modify: list[str]
     drop: list[str]
+
+
+class RuleHitsPublic(BaseModel):
+    sid: int
+    msg: str
+    count: int
+
+
+class NeverFiredPublic(BaseModel):
+    sid: int
+    msg: str
+
+
+class PairHitsPublic(BaseModel):
+    source_vm: str | None = Field(description="None: no known VM at this end")
+    destination_vm: str | None
+    count: int
+    rules: list[RuleHitsPublic] = Field(description="the pair's most frequent rules")
+
+
+class RuleStatsPublic(BaseModel):
+    namespace: str
+    since: str | None
+    until: str | None
+    version: str | None = Field(description="the active ruleset version the enabled rules are of")
+    alerts: int = Field(description="alerts in the window")
+    rules_fired: int = Field(description="distinct sids that fired in the window")
+    enabled: int = Field(description="enabled rules in the active ruleset")
+    top: list[RuleHitsPublic] = Field(description="rules by alert count, most first")
+    never_fired_total: int
+    never_fired: list[NeverFiredPublic] = Field(description="enabled rules without an alert, "
+                                                "by sid (at most limit)")
+    pairs_total: int
+    pairs: list[PairHitsPublic] = Field(description="source VM → destination VM by alert count")
+    fired_truncated: bool = Field(description="too many (pair, sid) combinations to read all: "
+                                  "pairs and never_fired are partial")

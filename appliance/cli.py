@@ -245,9 +245,46 @@ def _cmd_policy_compile(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- lab
 
 
+_LAB_VERBS = ("up", "traffic", "attack", "down")
+
+
+def _cmd_lab_live(args: argparse.Namespace) -> int:
+    from lab.live import lab_down, lab_up, load_lab, run_attacks, run_traffic
+
+    from .config import default_state_dir
+
+    state = Path(args.state_dir) if args.state_dir else default_state_dir() / "lab"
+    if args.out:
+        raise ConfigError(f"unexpected argument {args.out!r} after `lab {args.scenario}`")
+    if args.scenario == "up":
+        lab, changed = lab_up(args.name, state, subnet=args.subnet,
+                              rules=[Path(p) for p in args.rules or ()])
+        print(f"lab {lab.name} {'is up' if changed else 'was already up'}: bridge {lab.bridge}, "
+              f"mirror {lab.mirror} -> {lab.cap_port}", file=sys.stderr)
+        for g in lab.guests:
+            print(f"  {g.vm:<6} {g.ip:<15} {g.mac}  ip netns exec {g.ns} ...", file=sys.stderr)
+        print(f"appliance: ip netns exec {lab.appliance_ns} lateral run --config {lab.config}",
+              file=sys.stderr)
+        return 0
+    if args.scenario == "down":
+        for line in lab_down(args.name, state):
+            print(line, file=sys.stderr)
+        print(f"lab {args.name} is down", file=sys.stderr)
+        return 0
+    lab = load_lab(args.name, state)
+    if args.scenario == "traffic":
+        report = run_traffic(lab, rounds=args.rounds)
+    else:
+        report = run_attacks(lab, only=args.only or ())
+    print(orjson.dumps(report.as_dict()).decode() if args.json else report.render())
+    return 0
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     from lab.scenarios import SCENARIOS, write_pcap
 
+    if args.scenario in _LAB_VERBS:
+        return _cmd_lab_live(args)
     if args.list or not args.scenario:
         for name in SCENARIOS:
             print(name)
@@ -383,19 +420,36 @@ def build_parser() -> argparse.ArgumentParser:
     from rules.cli import register as register_rules
 
     register_capture(sub)
-    register_rules(sub)
+    rules_sub = register_rules(sub)
     register_api(sub)
 
     _register_appliance(sub)
 
-    p = sub.add_parser("lab", help="write a generated inter-VM capture (scapy)")
-    p.add_argument("scenario", nargs="?")
+    p = sub.add_parser(
+        "lab", help="write a generated inter-VM capture (scapy), or run the live east-west lab "
+        "on Open vSwitch: lab up | traffic | attack | down",
+        description="lateral lab SCENARIO OUT.pcap writes a generated capture; lateral lab up | "
+        "traffic | attack | down builds, drives and removes the live east-west lab (guests in "
+        "network namespaces on an Open vSwitch bridge, mirrored to the appliance's namespace).")
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO|up|traffic|attack|down")
     p.add_argument("out", nargs="?")
     p.add_argument("--list", action="store_true")
+    p.add_argument("--name", default="lab", help="live lab: its name (prefixes every object)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="live lab: where labs are recorded (default: <state dir>/lab)")
+    p.add_argument("--subnet", default="10.79.0", help="live lab: the guests' /24 (3 octets)")
+    p.add_argument("--rules", action="append", metavar="FILE",
+                   help="live lab up: more rule files for the appliance (repeatable)")
+    p.add_argument("--rounds", type=int, default=3, help="live lab traffic: how many rounds")
+    p.add_argument("--only", action="append", metavar="ATTACK",
+                   help="live lab attack: run only this attack (repeatable)")
+    p.add_argument("--json", action="store_true", help="live lab: the report as JSON")
     p.set_defaults(func=_cmd_lab)
     from .es.cli import register as register_es  # local import: keeps CLI start fast
+    from .es.cli import register_rule_stats
 
     register_es(sub)
+    register_rule_stats(rules_sub)
     return parser
 
 

@@ -355,11 +355,13 @@ def _quote(text: str) -> str:
 # ---------------------------------------------------------------- parser
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``rules`` and its subcommands to ``lateral``'s subparsers."""
+def register(subparsers: argparse._SubParsersAction[Any]) -> argparse._SubParsersAction[Any]:
+    """Add ``rules`` and its subcommands to ``lateral``'s subparsers; return the ``rules``
+    subcommands, for commands on rules that live elsewhere (``rules stats``, which reads
+    Elasticsearch: :mod:`appliance.es.cli`)."""
     p = subparsers.add_parser("rules", help="ruleset lifecycle: sources, update, rollback, check")
-    sub = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True,
-                           parser_class=type(p))
+    sub: argparse._SubParsersAction[Any] = p.add_subparsers(
+        dest="rules_command", metavar="ACTION", required=True, parser_class=type(p))
 
     def cmd(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
         c: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
@@ -455,3 +457,4 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             c.add_argument("pattern", metavar="FROM", help="regular expression")
             c.add_argument("replacement", metavar="TO")
         c.add_argument("--remove", action="store_true", help="remove the entry instead")
+    return sub

@@ -3,7 +3,7 @@
     health    GET /health, /health/ready                       (no token: probes)
     status    GET /status, /metrics                            analyst
     tokens    GET, POST /tokens; DELETE /tokens/{id}           admin
-    rules     GET /rules, /rules/versions, /rules/diff, /rules/local[/{n}]   analyst
+    rules     GET /rules, /rules/stats, /rules/versions, /rules/diff, /rules/local[/{n}]   analyst
               POST /rules/update, /rules/rollback; PUT, DELETE /rules/local/{n}   operator
     sources   GET /rules/sources, /rules/policy                analyst
               POST, PATCH, DELETE /rules/sources[/{n}]; POST /rules/policy   operator

@@ -6,7 +6,10 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from pydantic import AfterValidator
 
+from appliance.errors import ConfigError
+from appliance.es.stats import MAX_LIMIT, check_time, rule_stats_for
 from rules import Rule, Updater
 from rules.diff import diff
 
@@ -21,6 +24,7 @@ from ..schemas import (
     RuleDiffPublic,
     RulePublic,
     RulesPage,
+    RuleStatsPublic,
     UpdateRequest,
     VersionsPublic,
 )
@@ -28,6 +32,18 @@ from ..schemas import (
 router = APIRouter(prefix="/rules", tags=["rules"])
 
 LocalName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.rules$")]
+
+
+def _time_bound(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return check_time(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
+TimeBound = Annotated[str | None, AfterValidator(_time_bound)]
 
 
 def _public(rule: Rule) -> RulePublic:
@@ -57,6 +73,21 @@ def list_rules(
                 and (pattern is None or matches(r, pattern))]
     return RulesPage(version=vid, total=len(selected), offset=offset, limit=limit,
                      items=[_public(r) for r in selected[offset:offset + limit]])
+
+
+@router.get("/stats", response_model=RuleStatsPublic)
+def stats(
+    settings: SettingsDep, _who: Analyst,
+    since: Annotated[TimeBound, Query(max_length=64, description="date math (now-24h, "
+                                      "now-7d/d) or ISO 8601; empty: no lower bound")] = "now-24h",
+    until: Annotated[TimeBound, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="rows per list")] = 20,
+) -> RuleStatsPublic:
+    """Rule hit statistics from Elasticsearch: the rules that fire most, the enabled rules of the
+    active ruleset that never fired, and alerts per source VM → destination VM."""
+    result = rule_stats_for(settings, since=since, until=until, limit=limit,
+                            rules=ruleset(rule_store(settings), None))
+    return RuleStatsPublic.model_validate(result.to_dict())
 
 
 @router.get("/versions", response_model=VersionsPublic)

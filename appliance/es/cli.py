@@ -1,4 +1,5 @@
-"""``lateral es setup``, ``lateral findings search`` and ``lateral kibana setup|export``.
+"""``lateral es setup``, ``lateral findings search``, ``lateral kibana setup|export`` and
+``lateral rules stats``.
 
 :func:`register` adds the three command groups to the ``lateral`` parser's subcommands; each sets
 ``func`` like the other commands, returns an exit status and raises
@@ -10,6 +11,11 @@
 ``--severity`` → ``event.severity`` at most N, since 1 is Suricata's highest). It searches the
 findings data streams (alerts and policy findings) unless ``--dataset`` says otherwise, newest
 first, and prints a table (or the documents as JSON lines with ``--json``).
+
+``rules stats`` (added to the ``rules`` commands by :func:`register_rule_stats`, since the rules
+package never talks to Elasticsearch) prints :func:`~appliance.es.stats.rule_stats_for` — the
+call behind ``GET /rules/stats`` — for the configuration's cluster and active ruleset: the rules
+that fire most, the enabled rules that never fired, and alerts per VM pair.
 
 ``kibana setup`` imports the packaged saved objects (:mod:`.kibana`) through Kibana's
 saved-objects import API, overwriting Lateral's own objects, and lists what was imported and what
@@ -34,7 +40,7 @@ from ..errors import SinkError
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-__all__ = ["build_query", "register"]
+__all__ = ["build_query", "register", "register_rule_stats"]
 
 
 def _client(args: argparse.Namespace) -> Elasticsearch:
@@ -187,6 +193,60 @@ def _cmd_kibana_export(args: argparse.Namespace) -> int:
     count = data.count(b"\n")
     print(f"wrote {count} saved object(s) to {args.path}", file=sys.stderr)
     return 0
+
+
+def _cmd_rule_stats(args: argparse.Namespace) -> int:
+    from ..config import load_settings
+    from .stats import rule_stats_for
+
+    settings = load_settings(Path(args.config) if args.config else None)
+    result = rule_stats_for(settings, since=args.since or None, until=args.until or None,
+                            limit=args.limit)
+    if args.json:
+        print(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    window = f"{result.since or 'the beginning'} .. {result.until or 'now'}"
+    console = Console()
+    console.print(f"{result.alerts} alert(s) in {window} (namespace {result.namespace}); "
+                  f"{result.rules_fired} rule(s) fired; ruleset version {result.version}: "
+                  f"{result.enabled} enabled, {result.never_fired_total} never fired")
+    top = Table(title="rules that fire most")
+    for col in ("sid", "count", "msg"):
+        top.add_column(col, overflow="fold")
+    for hit in result.top:
+        top.add_row(str(hit.sid), str(hit.count), hit.msg)
+    console.print(top)
+    pairs = Table(title=f"alerts per VM pair ({result.pairs_total} pair(s))")
+    for col in ("source VM", "destination VM", "count", "top rules (sid×count)"):
+        pairs.add_column(col, overflow="fold")
+    for pair in result.pairs:
+        pairs.add_row(pair.source_vm or "?", pair.destination_vm or "?", str(pair.count),
+                      ", ".join(f"{r.sid}×{r.count}" for r in pair.rules))
+    console.print(pairs)
+    silent = Table(title=f"enabled rules that never fired ({result.never_fired_total})")
+    for col in ("sid", "msg"):
+        silent.add_column(col, overflow="fold")
+    for rule in result.never_fired:
+        silent.add_row(str(rule.sid), rule.msg)
+    console.print(silent)
+    if result.fired_truncated:
+        console.print("note: too many (pair, sid) combinations to read all: the pairs and the "
+                      "never-fired list are partial")
+    return 0
+
+
+def register_rule_stats(rules_commands: Any) -> None:
+    """Add ``stats`` to the ``lateral rules`` subcommands (see :func:`rules.cli.register`)."""
+    c = rules_commands.add_parser(
+        "stats", help="rule hit statistics from Elasticsearch: top rules, never-fired rules, "
+        "alerts per VM pair")
+    c.add_argument("--config", metavar="FILE", help="Lateral's YAML configuration (es: section)")
+    c.add_argument("--since", default="now-24h", metavar="TIME",
+                   help="from (date math or ISO date; default now-24h; '' for all time)")
+    c.add_argument("--until", metavar="TIME", help="until (date math or ISO date)")
+    c.add_argument("--limit", type=int, default=20, help="rows per list (1-1000)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_rule_stats)
 
 
 def _register_kibana(subparsers: Any) -> None:

@@ -32,6 +32,7 @@ ROUTES: list[tuple[str, str, Any, int | str, int]] = [
     ("GET", "/rules", None, "analyst", 200),
     ("GET", "/rules?q=lateral&state=all&limit=2", None, "analyst", 200),
     ("GET", "/rules/versions", None, "analyst", 200),
+    ("GET", "/rules/stats", None, "analyst", 503),  # Elasticsearch is not configured
     ("GET", "/rules/diff?old=1", None, "analyst", 200),
     ("GET", "/rules/local", None, "analyst", 200),
     ("GET", "/rules/local/missing.rules", None, "analyst", 404),
