@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
@@ -31,6 +38,7 @@ __all__ = [
     "EsSettings",
     "OutputSettings",
     "EveSettings",
+    "MirrorHealthSettings",
     "Settings",
     "VmIdentity",
     "load_settings",
@@ -193,6 +201,34 @@ class EngineSettings(_Model):
     app_layer: dict[str, bool | Literal["detection-only"]] = Field(default_factory=dict)
 
 
+class MirrorHealthSettings(_Model):
+    """Is the mirror delivering each VM's traffic? (``capture.mirror_health``)
+
+    Every ``interval`` seconds the switch's per-port counters (OVSDB ``Interface.statistics``)
+    are compared with the packets Suricata's flow records attribute to the same VM. A flow is
+    reported when it ends and times out, so a window is judged only ``settle`` seconds after it
+    closed, on the sum of its last ``span`` windows; a direction is judged only when the switch
+    counted ``min_packets`` in it (ARP and broadcasts count on the switch, not in flows).
+    """
+
+    enabled: bool | None = None  # default: when OVSDB is configured or the local one exists
+    interval: float = Field(default=10.0, gt=0, le=3600)
+    settle: float = Field(default=75.0, ge=0, le=3600)
+    span: int = Field(default=3, ge=1, le=1000)
+    switch_lag: float = Field(default=2.5, ge=0, le=600)
+    min_packets: int = Field(default=50, ge=1)
+    partial_ratio: float = Field(default=0.5, gt=0, le=1)
+    stopped_ratio: float = Field(default=0.05, ge=0, lt=1)
+    raise_after: int = Field(default=2, ge=1, le=1000)
+    clear_after: int = Field(default=3, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _ratios(self) -> MirrorHealthSettings:
+        if self.stopped_ratio >= self.partial_ratio:
+            raise ValueError("stopped_ratio must be below partial_ratio")
+        return self
+
+
 class CaptureSettings(_Model):
     """The live capture: Suricata's AF_PACKET on the capture NIC."""
 
@@ -213,6 +249,7 @@ class CaptureSettings(_Model):
     # ssl:…); default: the local socket when it exists.
     ovsdb: str | None = None
     disable_offloads: bool = True
+    mirror_health: MirrorHealthSettings = Field(default_factory=MirrorHealthSettings)
 
 
 class OutputSettings(_Model):

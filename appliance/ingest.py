@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .eve.checkpoint import Checkpoint, CheckpointStore
 from .eve.reader import EveReader
 from .outputs import open_sink
-from .pipeline import Pipeline, PipelineCounters
+from .pipeline import FlowTap, Pipeline, PipelineCounters
 from .policy.model import load_policy
 from .policy.runner import build_checks, policy_inventory
 
@@ -44,8 +44,15 @@ def ingest(
     stop: threading.Event | None = None,
     counters_out: list[PipelineCounters] | None = None,
     side: Callable[[], list[dict[str, Any]]] | None = None,
+    flow_tap: FlowTap | None = None,
+    stats_extra: Callable[[], Mapping[str, Any]] | None = None,
 ) -> PipelineCounters:
-    """Run ``input_path`` through the pipeline into ``output_path``; return the counters."""
+    """Run ``input_path`` through the pipeline into ``output_path``; return the counters.
+
+    ``side`` returns findings made outside the EVE stream (the L2 sniffer, mirror health);
+    ``flow_tap`` sees each flow record's counts (mirror health); ``stats_extra`` adds fields to
+    the pipeline's part of each stats record.
+    """
     if not follow and not input_path.exists():
         raise ConfigError(f"{input_path}: no such EVE file",
                           hint="use --follow to wait for it to appear")
@@ -77,7 +84,9 @@ def ingest(
             checks=build_checks(policy, inventory) if policy else (),
             counters=counters,
             stats_extra=lambda: {"lag_bytes": rd.lag_bytes(),
-                                 **({"es": shipper.stats()} if shipper is not None else {})},
+                                 **({"es": shipper.stats()} if shipper is not None else {}),
+                                 **(stats_extra() if stats_extra is not None else {})},
+            flow_tap=flow_tap,
         )
 
         def commit() -> None:

@@ -13,7 +13,10 @@ One process ties the pieces together:
    logged; SIGHUP asks Suricata to reload its rules; SIGTERM/SIGINT stop it gracefully — the
    engine first (it flushes its flows), then the pipeline drains what it wrote;
 6. with ``rules.update_interval`` set, scheduled rule updates (:mod:`rules.schedule`) run on a
-   thread and reload this engine.
+   thread and reload this engine;
+7. with a switch to ask (``capture.ovsdb``, or the local OVSDB socket), mirror health
+   (:mod:`capture.mirror_watch`) compares each VM port's counters with what the engine's flow
+   records show of that VM, adds findings and a per-VM visibility to the stats records.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from capture.inventory import load_inventory
+from capture.inventory import default_db_present, load_inventory
+from capture.mirror_watch import MirrorWatch
 from capture.nic import prepare_nic
+from capture.ovsdb import DEFAULT_DB, OvsdbClient
 from capture.sniffer import L2_FILTER, L2Sniffer
 
 from .config import Settings
@@ -89,7 +95,8 @@ def _counter(counters: dict[str, Any], *path: str) -> int:
     return int(node) if isinstance(node, int) else 0
 
 
-def _status_line(sock: SuricataSocket, counters: PipelineCounters) -> str:
+def _status_line(sock: SuricataSocket, counters: PipelineCounters,
+                 health: MirrorWatch | None = None) -> str:
     try:
         engine = sock.dump_counters()
         packets = _counter(engine, "capture", "kernel_packets")
@@ -98,8 +105,35 @@ def _status_line(sock: SuricataSocket, counters: PipelineCounters) -> str:
         engine_part = f"packets {packets} kernel_drops {drops} alerts {alerts}"
     except SocketError as exc:
         engine_part = f"engine counters unavailable ({exc.message})"
-    return (f"{engine_part}; records in {counters.records_in} out {counters.records_out} "
+    line = (f"{engine_part}; records in {counters.records_in} out {counters.records_out} "
             f"unparseable {counters.parse_errors}")
+    if health is not None:
+        line += f"; {health.describe()}"
+    return line
+
+
+def _mirror_watch(settings: Settings) -> MirrorWatch | None:
+    """Mirror health when a switch can be asked: ``capture.ovsdb`` or the local OVSDB."""
+    spec = settings.capture.mirror_health
+    enabled = spec.enabled
+    if enabled is None:
+        enabled = settings.capture.ovsdb is not None or default_db_present()
+    if not enabled:
+        return None
+    address = settings.capture.ovsdb or DEFAULT_DB
+    return MirrorWatch(spec, settings.inventory,
+                       lambda: OvsdbClient.connect(address, timeout=5.0), address=address)
+
+
+def _sides(*takers: Callable[[], list[dict[str, Any]]] | None,
+           ) -> Callable[[], list[dict[str, Any]]] | None:
+    """One ``side`` for the ingest loop from several sources of findings."""
+    present = [t for t in takers if t is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return lambda: [f for take in present for f in take()]
 
 
 def run_live(settings: Settings, *, stop: threading.Event | None = None) -> PipelineCounters:
@@ -134,6 +168,9 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
                             ready_timeout=settings.engine.startup_timeout)
     eve_out = settings.output.eve or settings.state_dir / "eve.json"
     l2 = _L2Thread.for_settings(settings, interface)
+    health = _mirror_watch(settings)
+    side = _sides(l2.take if l2 is not None else None,
+                  health.take if health is not None else None)
     counters_box: list[PipelineCounters] = []
     ingest_stop = threading.Event()
     failure: list[BaseException] = []
@@ -142,8 +179,10 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
         try:
             counters_box.append(ingest(settings, paths.engine_logs / "eve.json", eve_out,
                                        state_dir=paths.ingest, follow=True, stop=ingest_stop,
-                                       counters_out=counters_box,
-                                       side=l2.take if l2 is not None else None))
+                                       counters_out=counters_box, side=side,
+                                       flow_tap=health.flow if health is not None else None,
+                                       stats_extra=health.stats if health is not None
+                                       else None))
         except BaseException as exc:  # reported by the main thread, which stops the appliance
             failure.append(exc)
             stop.set()
@@ -160,6 +199,9 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
         scheduler = _start_rule_schedule(settings, rule_files, paths.socket)
         if l2 is not None:
             l2.start()
+        if health is not None:
+            health.start()
+
         def give_up(exc: EngineError) -> None:
             failure.append(exc)
             stop.set()
@@ -172,7 +214,7 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
                     reload_requested.clear()
                     _reload(sock)
                 if time.monotonic() >= next_status and counters_box:
-                    log.info("%s", _status_line(sock, counters_box[0]))
+                    log.info("%s", _status_line(sock, counters_box[0], health))
                     next_status = time.monotonic() + settings.output.stats_every
     finally:
         if scheduler is not None:
@@ -180,6 +222,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
         _restore_signals(previous)
         if l2 is not None:
             l2.stop()
+        if health is not None:
+            health.stop()
         supervisor.stop()
         # Let the pipeline catch up with what the engine flushed on the way out, then stop it.
         time.sleep(0.5)

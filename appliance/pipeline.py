@@ -30,7 +30,7 @@ from .enrich import Inventory
 from .findings import finding_id
 from .policy import PolicyCheck
 
-__all__ = ["Observer", "Pipeline", "PipelineCounters"]
+__all__ = ["FlowTap", "Observer", "Pipeline", "PipelineCounters"]
 
 log = logging.getLogger("lateral.pipeline")
 
@@ -77,6 +77,22 @@ class _Head(msgspec.Struct, gc=False):
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
+
+
+class _FlowPart(msgspec.Struct, gc=False):
+    pkts_toserver: Any = None
+    pkts_toclient: Any = None
+    start: Any = None
+    end: Any = None
+
+
+class _FlowRec(msgspec.Struct, gc=False):
+    """A flow record's packet counts and times, for the flow tap (decoded only when tapped)."""
+
+    flow: _FlowPart | None = None
+
+
+_decode_flow = msgspec.json.Decoder(_FlowRec).decode
 _DecodeError = msgspec.DecodeError  # ValidationError (not an object) is a subclass
 _FULL_TYPES = frozenset({"stats"})  # records that get fields beyond the fast path's
 
@@ -97,6 +113,12 @@ class Observer(Protocol):
         dest_vm: Mapping[str, Any] | None,
     ) -> None:
         ...
+
+
+FlowTap = Callable[
+    [Mapping[str, Any] | None, Mapping[str, Any] | None, Any, Any, Any, Any], None]
+"""Called for each flow record with a known end: ``(src_vm, dest_vm, pkts_toserver,
+pkts_toclient, flow.start, flow.end)``, values as the record has them (mirror health)."""
 
 
 @dataclass(slots=True)
@@ -160,8 +182,10 @@ class Pipeline:
         observers: Sequence[Observer] = (),
         stats_extra: Callable[[], Mapping[str, Any]] | None = None,
         counters: PipelineCounters | None = None,
+        flow_tap: FlowTap | None = None,
     ) -> None:
         self.sensor = sensor
+        self.flow_tap = flow_tap
         self._key = sensor.encode()[:64]
         self._hasher = blake2b(digest_size=16, key=self._key)
         # Every fast-path record ends with: ,"lateral":{"id":"…","sensor":"…"[,src_vm][,dest_vm]}
@@ -229,6 +253,7 @@ class Pipeline:
         resolve = self._inventory.resolve
         wants_full = self._wants_full
         light_for = self._light_for
+        tap = self.flow_tap
         n_in = 0
         for raw in lines:
             n_in += 1
@@ -259,6 +284,13 @@ class Pipeline:
                 rid = h.hexdigest()
             append(b"".join((raw[:-1], head, rid.encode(), b'"', src_frag[id(src)],
                              dest_frag[id(dest)], b"}}")))
+            if tap is not None and et == "flow" and (src is not None or dest is not None):
+                try:
+                    flow = _decode_flow(raw).flow
+                except _DecodeError:  # a "flow" that is not an object: nothing to count
+                    flow = None
+                if flow is not None:
+                    tap(src, dest, flow.pkts_toserver, flow.pkts_toclient, flow.start, flow.end)
             light = light_for.get(et)
             if light:
                 out.extend(self._run_checks(light, rec, src, dest))  # type: ignore[arg-type]
@@ -293,6 +325,11 @@ class Pipeline:
             obs.observe(et, rec, src, dest)
         line = self._slow_line(raw, rec, rid, src, dest, pending_in_batch)
         out.append(line)
+        if et == "flow" and self.flow_tap is not None and (src is not None or dest is not None):
+            flow = rec.get("flow")
+            if isinstance(flow, dict):
+                self.flow_tap(src, dest, flow.get("pkts_toserver"), flow.get("pkts_toclient"),
+                              flow.get("start"), flow.get("end"))
         checks = self._checks_for.get(et, ()) + self._light_for.get(et, ())
         if checks:
             out.extend(self._run_checks(checks, rec, src, dest))

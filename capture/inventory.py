@@ -30,6 +30,7 @@ from .ovsdb_values import Atom, OvsdbError, as_map
 
 __all__ = [
     "NAME_KEYS",
+    "default_db_present",
     "UUID_KEYS",
     "identity_from_interface",
     "inventory_from_ovsdb",
@@ -133,7 +134,8 @@ def merge_inventory(config_vms: Iterable[VmIdentity],
     return merged + extra
 
 
-def _default_db_present() -> bool:
+def default_db_present() -> bool:
+    """Whether the local Open vSwitch's OVSDB socket exists."""
     kind, target = parse_address(DEFAULT_DB)
     return isinstance(target, str) and Path(target).exists()
 
@@ -146,7 +148,7 @@ def load_inventory(settings: Settings, db: str | None = None,
     the local switch is read when its socket exists; if it then cannot be read, a warning is
     logged and the configured inventory is used alone.
     """
-    if db is None and not _default_db_present():
+    if db is None and not default_db_present():
         return list(settings.inventory)
     try:
         with OvsdbClient.connect(db or DEFAULT_DB, timeout=timeout) as client:

@@ -219,3 +219,21 @@ def test_passwords_are_redacted_before_hashing_and_output() -> None:
                           "ftp": {"command": "PASS", "command_data": "123456"}})
     assert orjson.loads(_pipeline().process([other])[0])["lateral"]["id"] == \
         orjson.loads(out[0])["lateral"]["id"]
+
+
+def test_flow_tap_sees_each_flow_with_a_known_end() -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def tap(src: Any, dest: Any, *counts: Any) -> None:
+        seen.append(((src or {}).get("name"), (dest or {}).get("name"), *counts))
+
+    flow = orjson.loads(_flow("10.0.0.10", "192.0.2.9"))
+    flow["flow"].update(start="2026-01-01T00:00:00.000000+0000",
+                        end="2026-01-01T00:00:00.500000+0000")
+    plain = orjson.dumps(flow)
+    full = plain.replace(b'"proto":"TCP"', b'"proto":"TCP","note":"\xc3\xa9"')  # slow path
+    unknown = _flow("192.0.2.1", "192.0.2.2")
+    out = _pipeline(flow_tap=tap).process([plain, full, unknown, _alert()])
+    assert len(out) == 4
+    assert seen == [("web01", None, 3, 2, "2026-01-01T00:00:00.000000+0000",
+                     "2026-01-01T00:00:00.500000+0000")] * 2

@@ -1,0 +1,388 @@
+"""Mirror health: is the mirror delivering each VM's traffic to the engine? (sans-I/O)
+
+The switch counts what each VM port sends and receives (OVSDB ``Interface.statistics``:
+``rx_packets`` is what the switch received from the VM — the VM *sent* it — and ``tx_packets``
+what it delivered to the VM). The engine's flow records say how many packets it saw from and to
+each VM (``pkts_toserver``/``pkts_toclient``, from the client's and the server's side). A working
+mirror makes the two agree, give or take the frames Suricata does not put in flows (ARP,
+broadcasts); a broken one shows up as an engine count far below the switch's — in both directions
+(*stopped*) or in one (*partial*, e.g. a mirror that selects only one direction of a port).
+
+:class:`MirrorJudge` is fed, with times in seconds since the epoch:
+
+- :meth:`~MirrorJudge.switch`: a snapshot of every VM port's cumulative counters; consecutive
+  snapshots bound a *window* holding the switch's deltas;
+- :meth:`~MirrorJudge.engine`: one flow record's counts for its two ends, spread over the windows
+  its packets fell in (``flow.start`` … ``flow.end``, proportionally to time);
+- :meth:`~MirrorJudge.judge`: judges each window that closed at least ``settle`` seconds ago (a
+  flow is reported only when it ends and times out, so later windows are not complete yet), on
+  the sum of its last ``span`` windows, and returns :class:`HealthChange` events.
+
+A direction is judged only when the switch counted at least ``min_packets`` in it; a VM with no
+judged direction is *quiet* and keeps its state. Hysteresis: a VM becomes *partial*/*stopped*
+after ``raise_after`` bad judgements in a row and *ok* again after ``clear_after`` good ones, so a
+window at the edge never makes the state flap. Counters that go backwards (an interface
+re-created) restart that port's baseline.
+
+Limits: a long-lived flow is reported only when it ends, so while it lasts its packets are
+missing from the engine's side (its VM may look partial until then); traffic between two VMs
+that are both on the selected ports is counted once on each.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from appliance.config import MirrorHealthSettings
+
+__all__ = [
+    "HealthChange",
+    "MirrorJudge",
+    "PortCounters",
+    "Visibility",
+    "flow_time",
+    "ports_total",
+    "vm_key",
+]
+
+OK, PARTIAL, STOPPED, QUIET, UNKNOWN = "ok", "partial", "stopped", "quiet", "unknown"
+BAD = frozenset({PARTIAL, STOPPED})
+_MAX_PENDING = 200_000  # flow counts waiting for their window to close
+
+
+def vm_key(vm: Mapping[str, Any]) -> str:
+    """The key a VM's switch port and its flows are matched on: iface-id, else uuid, else name."""
+    return str(vm.get("iface_id") or vm.get("uuid") or vm.get("name") or "")
+
+
+def flow_time(value: Any) -> float | None:
+    """An EVE timestamp (``2026-01-01T00:00:00.000000+0000``) as epoch seconds, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except ValueError:
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class PortCounters:
+    """A VM port's cumulative counters as the switch reports them."""
+
+    rx_packets: int = 0  # received by the switch from the VM: the VM sent them
+    tx_packets: int = 0  # sent by the switch to the VM: the VM received them
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """One VM's judgement over a span of windows."""
+
+    vm: str
+    state: str  # after hysteresis: unknown | ok | partial | stopped
+    verdict: str  # the last judgement: ok | partial | stopped | quiet
+    switch_sent: int = 0
+    switch_received: int = 0
+    engine_sent: int = 0
+    engine_received: int = 0
+    window_start: float = 0.0
+    window_end: float = 0.0
+
+    @property
+    def sent_ratio(self) -> float | None:
+        return _ratio(self.engine_sent, self.switch_sent)
+
+    @property
+    def received_ratio(self) -> float | None:
+        return _ratio(self.engine_received, self.switch_received)
+
+    def as_dict(self) -> dict[str, Any]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 3)
+
+        return {"state": self.state, "verdict": self.verdict,
+                "switch": {"sent": self.switch_sent, "received": self.switch_received},
+                "engine": {"sent": self.engine_sent, "received": self.engine_received},
+                "sent_ratio": rounded(self.sent_ratio),
+                "received_ratio": rounded(self.received_ratio)}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    """A VM's visibility changed state (raised or cleared)."""
+
+    vm: str
+    previous: str
+    state: str
+    visibility: Visibility
+
+    @property
+    def raised(self) -> bool:
+        return self.state in BAD
+
+    def describe(self) -> str:
+        v = self.visibility
+
+        def part(name: str, engine: int, switch: int) -> str:
+            ratio = _ratio(engine, switch)
+            shown = "-" if ratio is None else f"{ratio:.0%}"
+            return f"{name} {engine}/{switch} ({shown})"
+
+        counts = (part("sent", v.engine_sent, v.switch_sent) + ", "
+                  + part("received", v.engine_received, v.switch_received))
+        if self.state == STOPPED:
+            what = "the mirror stopped delivering this VM's traffic"
+        elif self.state == PARTIAL:
+            what = "the mirror delivers only part of this VM's traffic"
+        else:
+            what = "the mirror delivers this VM's traffic again"
+        return f"{what}: engine/switch packets {counts}"
+
+
+def _ratio(engine: int, switch: int) -> float | None:
+    return engine / switch if switch > 0 else None
+
+
+@dataclass(slots=True)
+class _Window:
+    start: float
+    end: float
+    switch: dict[str, tuple[int, int]]  # vm -> (sent, received) deltas
+    engine: dict[str, list[float]] = field(default_factory=dict)
+    judged: bool = False
+
+
+@dataclass(slots=True)
+class _VmState:
+    state: str = UNKNOWN
+    ok_streak: int = 0
+    bad_streak: int = 0
+    kind: str = ""
+    kind_streak: int = 0
+    last: Visibility | None = None
+
+
+class MirrorJudge:
+    """Compares switch counters with the engine's per-VM counts; see the module docstring."""
+
+    def __init__(self, settings: MirrorHealthSettings) -> None:
+        self.settings = settings
+        self._baseline: dict[str, PortCounters] = {}
+        self._last_time: float | None = None
+        self._windows: deque[_Window] = deque()
+        self._pending: list[tuple[str, float, float, float, float]] = []
+        self._vms: dict[str, _VmState] = {}
+        self._judged_until = float("-inf")
+        self._closed_until = float("-inf")  # the end of the last window
+        self.snapshots = 0
+        self.flows = 0
+        self.unreadable_flows = 0  # counts or times that could not be read
+        self.late_packets = 0  # engine packets for windows already judged
+        self.dropped_pending = 0  # flow counts beyond the pending cap
+        self.resets = 0  # counters that went backwards
+
+    # ------------------------------------------------------------------ input
+
+    def switch(self, now: float, ports: Mapping[str, PortCounters]) -> None:
+        """A snapshot of every VM port's counters at ``now``; closes a window."""
+        self.snapshots += 1
+        deltas: dict[str, tuple[int, int]] = {}
+        for vm, c in ports.items():
+            before = self._baseline.get(vm)
+            if before is not None:
+                sent = c.rx_packets - before.rx_packets
+                received = c.tx_packets - before.tx_packets
+                if sent < 0 or received < 0:
+                    self.resets += 1
+                else:
+                    deltas[vm] = (sent, received)
+        self._baseline = dict(ports)
+        for gone in set(self._vms) - set(ports):
+            del self._vms[gone]
+        if self._last_time is not None and now > self._last_time:
+            self._windows.append(_Window(self._last_time, now, deltas))
+            self._closed_until = now
+            self._place_pending()
+        if self._last_time is None or now > self._last_time:
+            self._last_time = now
+
+    def engine(self, src: str | None, dest: str | None, toserver: Any, toclient: Any,
+               start: Any, end: Any) -> None:
+        """One flow record: ``src`` sent ``toserver`` and received ``toclient``, ``dest`` the
+        reverse; ``start``/``end`` are epoch seconds (or EVE timestamps)."""
+        t0 = start if isinstance(start, float | int) else flow_time(start)
+        t1 = end if isinstance(end, float | int) else flow_time(end)
+        if (type(toserver) is not int or type(toclient) is not int or t0 is None or t1 is None
+                or toserver < 0 or toclient < 0):
+            self.unreadable_flows += 1
+            return
+        self.flows += 1
+        t0, t1 = float(min(t0, t1)), float(max(t0, t1))
+        closed_until = self._closed_until
+        for vm, sent, received in ((src, toserver, toclient), (dest, toclient, toserver)):
+            if not vm:
+                continue
+            if t1 <= closed_until:
+                self._place(vm, float(sent), float(received), t0, t1)
+            elif len(self._pending) < _MAX_PENDING:
+                self._pending.append((vm, float(sent), float(received), t0, t1))
+            else:
+                self.dropped_pending += 1
+
+    def _place_pending(self) -> None:
+        if not self._pending:
+            return
+        closed_until = self._closed_until
+        waiting = []
+        for item in self._pending:
+            if item[4] > closed_until:
+                waiting.append(item)
+            else:
+                self._place(*item)
+        self._pending = waiting
+
+    def _place(self, vm: str, sent: float, received: float, t0: float, t1: float) -> None:
+        if not self._windows or t1 <= self._windows[0].start:  # before the windows kept
+            if t1 <= self._judged_until:
+                self.late_packets += round(sent + received)
+            return  # else before the first window: nothing to compare with
+        self._spread(vm, sent, received, t0, t1)
+
+    def _spread(self, vm: str, sent: float, received: float, t0: float, t1: float) -> None:
+        length = t1 - t0
+        for w in self._windows:
+            if w.end < t0 or w.start > t1:
+                continue
+            if length <= 0:
+                if not w.start < t1 <= w.end:
+                    continue
+                share = 1.0
+            else:
+                share = (min(t1, w.end) - max(t0, w.start)) / length
+                if share <= 0:
+                    continue
+            if w.judged:
+                self.late_packets += round((sent + received) * share)
+                continue
+            counts = w.engine.setdefault(vm, [0.0, 0.0])
+            counts[0] += sent * share
+            counts[1] += received * share
+
+    # ------------------------------------------------------------------ judging
+
+    def judge(self, now: float) -> list[HealthChange]:
+        """Judge every window closed at least ``settle`` seconds before ``now``."""
+        s = self.settings
+        changes: list[HealthChange] = []
+        windows = list(self._windows)
+        for i, w in enumerate(windows):
+            if w.judged or w.end + s.settle > now:
+                continue
+            w.judged = True
+            self._judged_until = max(self._judged_until, w.end)
+            span = windows[max(0, i - s.span + 1):i + 1]
+            for vm in w.switch:
+                vis = self._visibility(vm, span)
+                change = self._update(vm, vis)
+                if change is not None:
+                    changes.append(change)
+        # Keep the judged windows a later span still sums, and every unjudged one.
+        keep = s.span - 1
+        while self._windows and self._windows[0].judged and \
+                sum(1 for w in self._windows if w.judged) > keep:
+            self._windows.popleft()
+        return changes
+
+    def _visibility(self, vm: str, span: list[_Window]) -> Visibility:
+        s = self.settings
+        sw_sent = sum(w.switch.get(vm, (0, 0))[0] for w in span)
+        sw_recv = sum(w.switch.get(vm, (0, 0))[1] for w in span)
+        en_sent = round(sum(w.engine.get(vm, (0.0, 0.0))[0] for w in span))
+        en_recv = round(sum(w.engine.get(vm, (0.0, 0.0))[1] for w in span))
+        ratios = [r for r, n in ((_ratio(en_sent, sw_sent), sw_sent),
+                                 (_ratio(en_recv, sw_recv), sw_recv))
+                  if n >= s.min_packets and r is not None]
+        if not ratios:
+            verdict = QUIET
+        elif all(r < s.stopped_ratio for r in ratios):
+            verdict = STOPPED
+        elif any(r < s.partial_ratio for r in ratios):
+            verdict = PARTIAL
+        else:
+            verdict = OK
+        state = self._vms.get(vm, _VmState()).state
+        return Visibility(vm, state, verdict, sw_sent, sw_recv, en_sent, en_recv,
+                          span[0].start, span[-1].end)
+
+    def _update(self, vm: str, vis: Visibility) -> HealthChange | None:
+        s = self.settings
+        st = self._vms.setdefault(vm, _VmState())
+        verdict = vis.verdict
+        new = st.state
+        if verdict == QUIET:
+            pass  # nothing to judge: the state holds, streaks too
+        elif verdict == OK:
+            st.ok_streak += 1
+            st.bad_streak = 0
+            st.kind, st.kind_streak = OK, st.kind_streak + 1 if st.kind == OK else 1
+            if st.state == UNKNOWN or (st.state in BAD and st.ok_streak >= s.clear_after):
+                new = OK
+        else:
+            st.bad_streak += 1
+            st.ok_streak = 0
+            st.kind_streak = st.kind_streak + 1 if st.kind == verdict else 1
+            st.kind = verdict
+            if st.state not in BAD and st.bad_streak >= s.raise_after:
+                new = verdict
+            elif st.state in BAD and st.state != verdict and st.kind_streak >= s.raise_after:
+                new = verdict
+        previous = st.state
+        st.state = new
+        st.last = Visibility(vm, new, verdict, vis.switch_sent, vis.switch_received,
+                             vis.engine_sent, vis.engine_received, vis.window_start,
+                             vis.window_end)
+        if new == previous or (previous == UNKNOWN and new == OK):
+            return None
+        return HealthChange(vm, previous, new, st.last)
+
+    # ------------------------------------------------------------------ reporting
+
+    @property
+    def status(self) -> str:
+        """``degraded`` when any VM is partial or stopped, ``ok`` once any was judged."""
+        states = [st.state for st in self._vms.values()]
+        if any(state in BAD for state in states):
+            return "degraded"
+        return OK if any(state == OK for state in states) else UNKNOWN
+
+    def states(self) -> dict[str, str]:
+        return {vm: st.state for vm, st in sorted(self._vms.items())}
+
+    def visibility(self) -> dict[str, Visibility]:
+        """Each VM's last judgement."""
+        return {vm: st.last for vm, st in sorted(self._vms.items()) if st.last is not None}
+
+    def counters(self) -> dict[str, int]:
+        return {"snapshots": self.snapshots, "flows": self.flows,
+                "unreadable_flows": self.unreadable_flows, "late_packets": self.late_packets,
+                "dropped_pending": self.dropped_pending, "counter_resets": self.resets,
+                "pending": len(self._pending)}
+
+
+def ports_total(ports: Iterable[PortCounters]) -> PortCounters:
+    """The sum of several ports' counters (a VM with several NICs on one key)."""
+    out = [0, 0, 0, 0]
+    for p in ports:
+        out[0] += p.rx_packets
+        out[1] += p.tx_packets
+        out[2] += p.rx_bytes
+        out[3] += p.tx_bytes
+    return PortCounters(*out)

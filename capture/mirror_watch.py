@@ -1,0 +1,260 @@
+"""Mirror health inside ``lateral run``: the I/O around :class:`~capture.mirror_health.MirrorJudge`.
+
+:class:`MirrorWatch` runs on a thread of its own. Every ``capture.mirror_health.interval``
+seconds it reads the VM ports' counters from OVSDB (``Interface`` ``name``, ``external_ids``,
+``statistics``), matches each port to a VM of the appliance's inventory (by ``iface-id``, MAC or
+VM UUID: the same identities the pipeline puts on records), drains the flow counts the pipeline
+handed it (:meth:`MirrorWatch.flow`, the pipeline's flow tap: one deque append on the hot path)
+and asks the judge. A change of a VM's state becomes a finding (an EVE ``policy`` record, check
+``mirror_health``, through the same outputs as every finding) that the ingest loop collects with
+:meth:`MirrorWatch.take`; the per-VM visibility and the overall flag go into every stats record
+(:meth:`MirrorWatch.stats`).
+
+OVSDB unreachable (at start or mid-run) never stops capture: the poll is counted
+(``poll_errors``), logged once per outage, and retried on the next interval. Only VMs the
+pipeline can name are judged: a port OVSDB learns about after the start is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.config import MirrorHealthSettings, VmIdentity
+from appliance.enrich import vm_fields
+
+from .inventory import UUID_KEYS
+from .mirror_health import HealthChange, MirrorJudge, PortCounters, ports_total, vm_key
+from .ovsdb import OvsdbClient
+from .ovsdb_values import OvsdbError, as_map
+
+__all__ = ["CHECK", "MirrorWatch", "health_finding"]
+
+log = logging.getLogger("lateral.capture.mirror_health")
+
+CHECK = "mirror_health"
+_MAX_QUEUED = 500_000  # flow counts waiting for the next poll
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
+
+
+def health_finding(change: HealthChange, vm: Mapping[str, Any], interfaces: Sequence[str],
+                   now: float) -> dict[str, Any]:
+    """The EVE ``policy`` record for a change of a VM's visibility."""
+    vis = change.visibility
+    return {
+        "timestamp": _iso(now),
+        "policy": {"check": CHECK, "rule_id": f"{CHECK}.{change.state}",
+                   "rule_name": f"mirror {change.state}" if change.raised
+                   else "mirror delivering again",
+                   "action": "alert" if change.raised else "info",
+                   "reason": change.describe(), "key": f"{change.vm}:{change.state}"},
+        CHECK: {"state": change.state, "previous": change.previous,
+                "interfaces": list(interfaces),
+                "window": {"start": _iso(vis.window_start), "end": _iso(vis.window_end)},
+                **vis.as_dict()},
+        "lateral": {"src_vm": dict(vm)},
+    }
+
+
+class MirrorWatch:
+    """Polls the switch's VM port counters and judges the mirror; see the module docstring."""
+
+    def __init__(self, settings: MirrorHealthSettings, inventory: Iterable[VmIdentity],
+                 connect: Callable[[], OvsdbClient], *, address: str = "OVSDB") -> None:
+        self.settings = settings
+        self.judge = MirrorJudge(settings)
+        self._connect = connect
+        self._address = address
+        self._client: OvsdbClient | None = None
+        # The inventory's VMs by the identities a switch port carries.
+        self._fields: dict[str, dict[str, Any]] = {}
+        self._by_iface: dict[str, str] = {}
+        self._by_mac: dict[str, str] = {}
+        self._by_uuid: dict[str, str] = {}
+        for vm in inventory:
+            fields = vm_fields(vm)
+            key = vm_key(fields)
+            if not key:
+                continue
+            self._fields.setdefault(key, fields)
+            if vm.iface_id:
+                self._by_iface.setdefault(vm.iface_id, key)
+            for mac in vm.macs:
+                self._by_mac.setdefault(mac, key)
+            if vm.uuid:
+                self._by_uuid.setdefault(vm.uuid, key)
+        self._flows: deque[tuple[Any, ...]] = deque()
+        self._findings: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._interfaces: dict[str, list[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lateral-mirror-health",
+                                        daemon=True)
+        self.polls = 0
+        self.poll_errors = 0
+        self.dropped_flows = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------ the pipeline's side
+
+    def flow(self, src: Mapping[str, Any] | None, dest: Mapping[str, Any] | None,
+             toserver: Any, toclient: Any, start: Any, end: Any) -> None:
+        """The pipeline's flow tap (its thread): queue the counts for the next poll."""
+        flows = self._flows
+        if len(flows) < _MAX_QUEUED:
+            flows.append((src, dest, toserver, toclient, start, end))
+        else:
+            self.dropped_flows += 1
+
+    def take(self) -> list[dict[str, Any]]:
+        """Findings made since the last call (the ingest loop's ``side``)."""
+        with self._lock:
+            out, self._findings = self._findings, []
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Per-VM visibility and the overall flag, for the stats records."""
+        with self._lock:
+            vis = self.judge.visibility()
+            vms = []
+            for key, v in vis.items():
+                fields = self._fields.get(key, {"name": key})
+                vms.append({"vm": fields.get("name", key), "key": key,
+                            "interfaces": list(self._interfaces.get(key, ())), **v.as_dict()})
+            return {CHECK: {"status": self.judge.status, "vms": vms, "polls": self.polls,
+                            "poll_errors": self.poll_errors,
+                            "dropped_flows": self.dropped_flows, **self.judge.counters()}}
+
+    def describe(self) -> str:
+        """A short status-line part: ``mirror ok (3 VMs)`` / ``mirror degraded: web01 partial``."""
+        with self._lock:
+            states = self.judge.states()
+            status = self.judge.status
+        bad = [f"{self._fields.get(k, {}).get('name', k)} {s}" for k, s in states.items()
+               if s in ("partial", "stopped")]
+        text = f"mirror {status}"
+        if bad:
+            text += ": " + ", ".join(bad)
+        elif states:
+            text += f" ({len(states)} VM port(s))"
+        if self.poll_errors:
+            text += f"; OVSDB poll errors {self.poll_errors}"
+        return text
+
+    # ------------------------------------------------------------ the watch thread
+
+    def start(self) -> None:
+        log.info("mirror health: comparing %d VM(s) with the switch's counters at %s every "
+                 "%gs", len(self._fields), self._address, self.settings.interval)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=self.settings.interval + 15)
+        self._close()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.poll(time.time())
+            except Exception:  # a bug here must not stop capture: logged and counted
+                self.poll_errors += 1
+                log.exception("mirror health: poll failed")
+            if self._stop.wait(self.settings.interval):
+                return
+
+    def poll(self, now: float) -> list[HealthChange]:
+        """One round: engine counts in, switch counters in, judge; returns the changes."""
+        judge = self.judge
+        flows = self._flows
+        with self._lock:
+            while flows:
+                src, dest, toserver, toclient, start, end = flows.popleft()
+                judge.engine(vm_key(src) if src else None, vm_key(dest) if dest else None,
+                             toserver, toclient, start, end)
+        ports = self._read_switch()
+        with self._lock:
+            if ports is not None:
+                judge.switch(now - self.settings.switch_lag, ports)
+            changes = judge.judge(now)
+            for change in changes:
+                fields = self._fields.get(change.vm, {"name": change.vm})
+                finding = health_finding(change, fields, self._interfaces.get(change.vm, ()),
+                                         now)
+                self._findings.append(finding)
+                level = logging.WARNING if change.raised else logging.INFO
+                log.log(level, "mirror health: VM %s %s -> %s: %s", fields.get("name"),
+                        change.previous, change.state, change.describe())
+        return changes
+
+    def _read_switch(self) -> dict[str, PortCounters] | None:
+        try:
+            if self._client is None:
+                self._client = self._connect()
+            rows = self._client.select("Interface",
+                                       columns=["name", "external_ids", "statistics"])
+        except OvsdbError as exc:
+            self.poll_errors += 1
+            self._close()
+            if self.last_error is None:
+                log.warning("mirror health: cannot read the switch's counters (%s); capture "
+                            "goes on, retrying every %gs", exc.message, self.settings.interval)
+            self.last_error = exc.message
+            return None
+        if self.last_error is not None:
+            log.info("mirror health: reading the switch's counters again")
+            self.last_error = None
+        self.polls += 1
+        by_key: dict[str, list[PortCounters]] = {}
+        names: dict[str, list[str]] = {}
+        for row in rows:
+            try:
+                name = str(row["name"])
+                ids = {str(k): str(v) for k, v in as_map(row["external_ids"]).items()}
+                stats = {str(k): v for k, v in as_map(row["statistics"]).items()}
+            except (KeyError, OvsdbError):
+                continue
+            key = self._match(ids)
+            if key is None:
+                continue
+
+            def num(field: str, stats: dict[str, Any] = stats) -> int:
+                value = stats.get(field)
+                return value if isinstance(value, int) else 0
+
+            by_key.setdefault(key, []).append(PortCounters(
+                num("rx_packets"), num("tx_packets"), num("rx_bytes"), num("tx_bytes")))
+            names.setdefault(key, []).append(name)
+        with self._lock:
+            self._interfaces = names
+        return {key: ports_total(ports) for key, ports in by_key.items()}
+
+    def _match(self, ids: Mapping[str, str]) -> str | None:
+        iface_id = ids.get("iface-id", "").strip()
+        if iface_id and iface_id in self._by_iface:
+            return self._by_iface[iface_id]
+        mac = ids.get("attached-mac", "").strip().lower().replace("-", ":")
+        if mac and mac in self._by_mac:
+            return self._by_mac[mac]
+        for key in UUID_KEYS:
+            uuid = ids.get(key, "").strip()
+            if uuid and uuid in self._by_uuid:
+                return self._by_uuid[uuid]
+        return None
+
+    def _close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except OSError:
+                pass
+            self._client = None
