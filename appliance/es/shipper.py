@@ -48,6 +48,7 @@ import orjson
 from elasticsearch import Elasticsearch
 
 from ..errors import SinkError
+from ..outputs import join_lines
 from ._bulk import ProcessRunner, Rejected, Runner, ThreadRunner
 from ._deadletter import DeadLetters
 from ._spool import Batch, Spool
@@ -136,18 +137,22 @@ class EsShipper:
     # -- the caller's side (never waits for the network) ----------------------------------
 
     def write(self, lines: Sequence[bytes]) -> None:
-        if not lines:
-            return
+        if lines:
+            self.write_block(join_lines(lines), len(lines))
+
+    def write_block(self, block: bytes, count: int) -> None:
+        """:meth:`write` for ``count`` records already joined by
+        :func:`appliance.outputs.join_lines`."""
         if self._closed:
             raise SinkError("the Elasticsearch shipper is closed")
         try:
-            self.counters.spool_dropped += self._spool.append(lines)
+            self.counters.spool_dropped += self._spool.append_block(block, count)
         except OSError as exc:
             raise SinkError(f"cannot spool records in {self._spool.directory}: {exc.strerror}",
                             hint="free disk space; the records of this write were not taken"
                             ) from None
-        self.counters.accepted += len(lines)
-        self._unsent_since_wake += len(lines)
+        self.counters.accepted += count
+        self._unsent_since_wake += count
         if self._unsent_since_wake >= self.batch_docs:
             self._unsent_since_wake = 0
             self._wake.set()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..outputs import EveFileSink
+from ..outputs import EveFileSink, join_lines
 from .shipper import EsShipper
 
 __all__ = ["ShippingEveSink", "open_shipper"]
@@ -54,8 +54,11 @@ class ShippingEveSink(EveFileSink):
         self.shipper = shipper
 
     def write(self, lines: Sequence[bytes]) -> None:
-        super().write(lines)
-        self.shipper.write(lines)
+        if not lines:
+            return
+        block = join_lines(lines)   # once, for the EVE file and the spool
+        super().write_block(block, len(lines))
+        self.shipper.write_block(block, len(lines))
 
     def flush(self) -> None:
         super().flush()
