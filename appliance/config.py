@@ -212,6 +212,8 @@ class MirrorHealthSettings(_Model):
     """
 
     enabled: bool | None = None  # default: when OVSDB is configured or the local one exists
+    # The bridges whose VM ports the mirror is meant to cover (default: every bridge's).
+    bridges: tuple[str, ...] = ()
     interval: float = Field(default=10.0, gt=0, le=3600)
     settle: float = Field(default=75.0, ge=0, le=3600)
     span: int = Field(default=3, ge=1, le=1000)

@@ -86,13 +86,13 @@ class _FlowPart(msgspec.Struct, gc=False):
     end: Any = None
 
 
-class _FlowRec(msgspec.Struct, gc=False):
-    """A flow record's packet counts and times, for the flow tap (decoded only when tapped)."""
+class _HeadFlow(_Head, gc=False):
+    """The header plus the ``flow`` object's counts and times: the header a flow tap needs."""
 
     flow: _FlowPart | None = None
 
 
-_decode_flow = msgspec.json.Decoder(_FlowRec).decode
+_decode_head_flow = msgspec.json.Decoder(_HeadFlow).decode
 _DecodeError = msgspec.DecodeError  # ValidationError (not an object) is a subclass
 _FULL_TYPES = frozenset({"stats"})  # records that get fields beyond the fast path's
 
@@ -254,14 +254,20 @@ class Pipeline:
         wants_full = self._wants_full
         light_for = self._light_for
         tap = self.flow_tap
+        decode = _decode_head if tap is None else _decode_head_flow
         n_in = 0
         for raw in lines:
             n_in += 1
             try:
-                rec = _decode_head(raw)
+                rec = decode(raw)
             except _DecodeError:
-                counters.parse_errors += 1
-                continue
+                try:  # with a tap: a "flow" that is not an object is not a bad record
+                    if decode is _decode_head:
+                        raise
+                    rec = _decode_head(raw)
+                except _DecodeError:
+                    counters.parse_errors += 1
+                    continue
             et = rec.event_type
             if type(et) is not str:
                 counters.parse_errors += 1
@@ -285,10 +291,7 @@ class Pipeline:
             append(b"".join((raw[:-1], head, rid.encode(), b'"', src_frag[id(src)],
                              dest_frag[id(dest)], b"}}")))
             if tap is not None and et == "flow" and (src is not None or dest is not None):
-                try:
-                    flow = _decode_flow(raw).flow
-                except _DecodeError:  # a "flow" that is not an object: nothing to count
-                    flow = None
+                flow = getattr(rec, "flow", None)
                 if flow is not None:
                     tap(src, dest, flow.pkts_toserver, flow.pkts_toclient, flow.start, flow.end)
             light = light_for.get(et)

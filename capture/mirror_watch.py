@@ -10,7 +10,8 @@ and asks the judge. A change of a VM's state becomes a finding (an EVE ``policy`
 :meth:`MirrorWatch.take`; the per-VM visibility and the overall flag go into every stats record
 (:meth:`MirrorWatch.stats`).
 
-OVSDB unreachable (at start or mid-run) never stops capture: the poll is counted
+With ``bridges`` set, only the VM ports on those bridges are judged (the ones the mirror is
+meant to cover). OVSDB unreachable (at start or mid-run) never stops capture: the poll is counted
 (``poll_errors``), logged once per outage, and retried on the next interval. Only VMs the
 pipeline can name are judged: a port OVSDB learns about after the start is not.
 """
@@ -31,7 +32,7 @@ from appliance.enrich import vm_fields
 from .inventory import UUID_KEYS
 from .mirror_health import HealthChange, MirrorJudge, PortCounters, ports_total, vm_key
 from .ovsdb import OvsdbClient
-from .ovsdb_values import OvsdbError, as_map
+from .ovsdb_values import OvsdbError, as_map, as_set
 
 __all__ = ["CHECK", "MirrorWatch", "health_finding"]
 
@@ -102,6 +103,7 @@ class MirrorWatch:
         self.poll_errors = 0
         self.dropped_flows = 0
         self.last_error: str | None = None
+        self._missing_bridges: set[str] = set()
 
     # ------------------------------------------------------------ the pipeline's side
 
@@ -109,8 +111,11 @@ class MirrorWatch:
              toserver: Any, toclient: Any, start: Any, end: Any) -> None:
         """The pipeline's flow tap (its thread): queue the counts for the next poll."""
         flows = self._flows
-        if len(flows) < _MAX_QUEUED:
-            flows.append((src, dest, toserver, toclient, start, end))
+        if len(flows) < _MAX_QUEUED:  # keys, not the identity mappings: nothing for the GC
+            flows.append((src and (src.get("iface_id") or src.get("uuid") or src.get("name")),
+                          dest and (dest.get("iface_id") or dest.get("uuid")
+                                    or dest.get("name")),
+                          toserver, toclient, start, end))
         else:
             self.dropped_flows += 1
 
@@ -179,7 +184,7 @@ class MirrorWatch:
         with self._lock:
             while flows:
                 src, dest, toserver, toclient, start, end = flows.popleft()
-                judge.engine(vm_key(src) if src else None, vm_key(dest) if dest else None,
+                judge.engine(str(src) if src else None, str(dest) if dest else None,
                              toserver, toclient, start, end)
         ports = self._read_switch()
         with self._lock:
@@ -202,6 +207,9 @@ class MirrorWatch:
                 self._client = self._connect()
             rows = self._client.select("Interface",
                                        columns=["name", "external_ids", "statistics"])
+            if self.settings.bridges:
+                wanted = self._bridge_interfaces(self._client)
+                rows = [r for r in rows if r.get("_uuid") in wanted]
         except OvsdbError as exc:
             self.poll_errors += 1
             self._close()
@@ -237,6 +245,25 @@ class MirrorWatch:
         with self._lock:
             self._interfaces = names
         return {key: ports_total(ports) for key, ports in by_key.items()}
+
+    def _bridge_interfaces(self, client: OvsdbClient) -> set[Any]:
+        """The uuids of the interfaces on the configured bridges."""
+        bridges = client.select("Bridge", columns=["name", "ports"])
+        ports = {r["_uuid"]: r for r in client.select("Port", columns=["interfaces"])}
+        missing = set(self.settings.bridges) - {str(b["name"]) for b in bridges}
+        if missing != self._missing_bridges:
+            self._missing_bridges = missing
+            if missing:
+                log.warning("mirror health: no bridge named %s on the switch",
+                            ", ".join(sorted(missing)))
+        out: set[Any] = set()
+        for bridge in bridges:
+            if str(bridge["name"]) not in self.settings.bridges:
+                continue
+            for port in as_set(bridge["ports"]):
+                if port in ports:
+                    out.update(as_set(ports[port]["interfaces"]))
+        return out
 
     def _match(self, ids: Mapping[str, str]) -> str | None:
         iface_id = ids.get("iface-id", "").strip()

@@ -151,7 +151,7 @@ def test_mirror_removed_raises_mirror_health_finding(tmp_path: Path, lab: OvsLab
         f"sensor: ovs-lab\nstate_dir: {tmp_path / 'state'}\n"
         f"capture:\n  interface: {lab.cap_nic}\n"
         "  mirror_health: {interval: 2, settle: 70, span: 3, min_packets: 20,"
-        " raise_after: 2, clear_after: 2}\n"
+        f" raise_after: 2, clear_after: 2, bridges: [{lab.bridge}]}}\n"
         "output:\n  stats_every: 2\n"
         "engine:\n  stats_interval: 2\n")
     name = f"lateral-{lab.tag}"
@@ -212,4 +212,5 @@ def test_mirror_removed_raises_mirror_health_finding(tmp_path: Path, lab: OvsLab
     assert after and after[-1]["status"] == "degraded"
     assert _vm_states(after[-1])[lab.a.name]["sent_ratio"] < 0.05
     assert after[-1]["poll_errors"] == 0 and after[-1]["polls"] > 0
+    assert {v["vm"] for h in healths for v in h["vms"]} <= names  # only this lab's bridge
     assert "mirror degraded" in run.output
