@@ -237,3 +237,13 @@ def test_flow_tap_sees_each_flow_with_a_known_end() -> None:
     assert len(out) == 4
     assert seen == [("web01", None, 3, 2, "2026-01-01T00:00:00.000000+0000",
                      "2026-01-01T00:00:00.500000+0000")] * 2
+
+
+def test_flow_tap_skips_a_flow_that_is_not_an_object() -> None:
+    seen: list[Any] = []
+    raw = _flow("10.0.0.10", "10.0.0.20").replace(b'"flow":{', b'"flow":[{').replace(
+        b'200}}', b'200}]}')
+    assert orjson.loads(raw)["flow"][0]["pkts_toserver"] == 3
+    pipeline = _pipeline(flow_tap=lambda *a: seen.append(a))
+    assert len(pipeline.process([raw])) == 1
+    assert seen == [] and pipeline.counters.parse_errors == 0
