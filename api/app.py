@@ -8,7 +8,8 @@ Request path, outermost first::
     ExceptionMiddleware → routers (auth and roles as dependencies, see api.deps)
 
 OpenAPI is at ``/openapi.json``, the interactive docs at ``/docs``. The job runner is shut
-down with the app (lifespan), waiting for a running update to finish.
+down with the app (lifespan), waiting for a running update to finish; so is the shipper of audit
+events to Elasticsearch.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def create_app(settings: Settings, *, api: ApiSettings | None = None,
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        await run_in_threadpool(state.jobs.shutdown)
+        await run_in_threadpool(state.close)
 
     app = FastAPI(title="Lateral control API", version=__version__, lifespan=lifespan,
                   description="Rules, policies, status and findings of a Lateral appliance. "

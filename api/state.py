@@ -11,14 +11,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import Settings
 
-from .audit import AuditLog, AuthLimiter
+from .audit import AuditLog, AuthLimiter, audit_shipper
 from .jobs import JobRunner
 from .settings import ApiSettings, api_paths
 from .tokens import TokenStore
+
+if TYPE_CHECKING:
+    from appliance.es import EsShipper
 
 __all__ = ["ApiState"]
 
@@ -35,6 +38,7 @@ class ApiState:
     jobs: JobRunner = field(default_factory=JobRunner)
     started: float = field(default_factory=time.monotonic)
     pipeline_counters: Callable[[], dict[str, Any]] | None = None
+    audit_shipper: EsShipper | None = None  # audit entries to Elasticsearch (es.url set)
     counters: dict[str, int] = field(default_factory=lambda: {
         "auth_failures": 0, "auth_rate_limited": 0})
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,6 +53,17 @@ class ApiState:
         """The state for ``settings`` with the files at their configured places."""
         api = api or ApiSettings()
         paths = api_paths(settings, api)
+        shipping = audit_shipper(settings, settings.state_dir / "api")
+        shipper, ship = shipping if shipping else (None, None)
         return cls(settings=settings, api=api, tokens=TokenStore(paths.token_file),
-                   audit=AuditLog(paths.audit_log),
-                   limiter=AuthLimiter(api.auth_failures_per_minute))
+                   audit=AuditLog(paths.audit_log, ship=ship),
+                   limiter=AuthLimiter(api.auth_failures_per_minute), audit_shipper=shipper)
+
+    def close(self) -> None:
+        """Stop what the state runs: the job runner (after a running job), the audit shipper
+        (what it cannot ship within its close timeout stays spooled for the next start)."""
+        try:
+            self.jobs.shutdown()
+        finally:
+            if self.audit_shipper is not None:
+                self.audit_shipper.close()

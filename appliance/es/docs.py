@@ -71,6 +71,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                               "md5": "5d41402abc4b2a76b9719d911017c592",
                               "sha1": "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d",
                               "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e7304"}},
+    # the control API's audit trail (api.audit): one record per mutating call or failed login
+    "audit": {"audit": {"time": "2024-05-14T09:00:06.000+00:00", "event": "call",
+                        "who": "automation-ci", "token_id": "5f0c1a2b3d4e", "method": "POST",
+                        "path": "/rules/update", "status": 200, "client": "192.0.2.7",
+                        "summary": "rules update job 9a8b: nightly"}},
 }
 
 # Values from no single EVE field: how they are made.
@@ -78,18 +83,23 @@ DERIVED: dict[str, str] = {
     "@timestamp": "`timestamp`",
     "ecs.version": "constant `8.11.0`",
     "event.kind": "`alert` for alert and policy, `metric` for stats, else `event`",
+    "event.outcome": "audit: `success` for an HTTP status below 400, else `failure`",
     "event.module": "constant `lateral`",
     "event.dataset": "`lateral.<event_type>`",
-    "event.category": "by dataset (`network`, `intrusion_detection`, `web`, `file` …)",
-    "event.type": "by dataset; for alerts `allowed` / `denied` from `alert.action`",
+    "event.category": "by dataset (`network`, `intrusion_detection`, `web`, `file` …); audit: "
+                      "`iam` (tokens; with `authentication` for failed logins) or "
+                      "`configuration`",
+    "event.type": "by dataset; for alerts `allowed` / `denied` from `alert.action`; audit: "
+                  "`creation` / `change` / `deletion` from the HTTP method (`info` for a "
+                  "failed login)",
     "event.duration": "`flow.age` × 10⁹ (nanoseconds)",
     "network.type": "`ipv4` / `ipv6` from `src_ip`",
     "network.bytes": "`flow.bytes_toserver` + `flow.bytes_toclient`",
     "network.packets": "`flow.pkts_toserver` + `flow.pkts_toclient`",
     "network.protocol": "`app_proto`, or the dataset for app-layer records",
     "observer.type": "constant `ids`",
-    "observer.vendor": "constant `OISF`",
-    "observer.product": "constant `Suricata`",
+    "observer.vendor": "constant `OISF` (audit: `Lateral`)",
+    "observer.product": "constant `Suricata` (audit: `Lateral`)",
     "host.name": "the hypervisor host (`host` in the settings)",
     "dns.header_flags": "`dns.aa`/`tc`/`rd`/`ra`/`z` that are true, upper-cased",
     "dns.resolved_ip": "`dns.answers[].rdata` of A / AAAA answers",
@@ -248,6 +258,16 @@ es:
   dead_letter_max_bytes: 67108864  # the dead-letter file rotates at this size
   dead_letter_keep: 5            # rotated dead-letter files kept
 ```
+
+## Audit events
+
+The control API writes every mutating call and every failed authentication to its append-only
+audit log and ships each entry, through the same spool and bulk shipper (its own spool,
+`<state_dir>/api/audit-spool/`), to `logs-lateral.audit-<namespace>` as an ECS event: who
+(`user.name`, `user.id`: the token's name and id, never the token), what (`http.request.method`,
+`url.path`, `event.action`, `message`), the outcome (`http.response.status_code`,
+`event.outcome`) and the client (`source.ip`). An Elasticsearch that is down or refuses never
+fails or delays the API call: the entry is spooled and shipped when the cluster answers.
 
 ## Data streams
 

@@ -21,6 +21,12 @@ What goes where (the README has the full table):
   non-ECS names risks clashing with future ECS. ``related.hosts`` lists both VM names and
   ``related.ip`` both addresses, for pivots.
 - ``rule.*`` for alerts (id = sid, name = signature, category, version = rev) and policy findings.
+- ``audit`` records (the control API's audit trail, ``audit`` object: who, what, outcome) are
+  ECS events of their own: ``event.category`` ``iam`` (tokens, failed authentication, with
+  ``authentication``) or ``configuration``, ``event.type`` from the HTTP method,
+  ``event.outcome`` from the status, ``user.name`` / ``user.id`` the token's name and id,
+  ``http.request.method``, ``url.path``, ``http.response.status_code``, ``source.ip`` the
+  client; ``observer`` is the appliance (vendor and product ``Lateral``). See :func:`audit_ecs`.
 - App-layer objects in ECS where ECS has them: ``url.*``, ``http.*``, ``user_agent.original``,
   ``dns.*``, ``tls.*``, ``file.*``; and, as in Elastic's Suricata integration, the record's own
   objects under ``suricata.eve.*`` (``suricata.eve.alert.signature_id``, ``suricata.eve.flow_id``,
@@ -29,11 +35,12 @@ What goes where (the README has the full table):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SURICATA_OBJECTS", "dataset", "doc_id", "to_ecs"]
+__all__ = ["SURICATA_OBJECTS", "audit_ecs", "dataset", "doc_id", "to_ecs"]
 
 # Objects of the record that are copied under suricata.eve.* as they are.
 SURICATA_OBJECTS = ("alert", "flow", "http", "dns", "tls", "fileinfo", "anomaly", "dhcp", "ssh",
@@ -102,6 +109,8 @@ def _put(doc: dict[str, Any], path: str, value: Any) -> None:
 def to_ecs(rec: Mapping[str, Any], *, host: str | None = None) -> dict[str, Any]:
     """The ECS document for one enriched EVE record (``host`` = the hypervisor host)."""
     et = dataset(rec)
+    if et == "audit":
+        return audit_ecs(rec, host=host)
     doc: dict[str, Any] = {"@timestamp": _timestamp(rec.get("timestamp"))}
     kind = "alert" if et in ("alert", "policy") else "metric" if et == "stats" else "event"
     category, types = _CATEGORY.get(et, _PROTOCOL_EVENT)
@@ -138,6 +147,63 @@ def to_ecs(rec: Mapping[str, Any], *, host: str | None = None) -> dict[str, Any]
     if isinstance(fileinfo, Mapping):
         _file(doc, fileinfo)
     _suricata(doc, rec, et)
+    return doc
+
+
+_AUDIT_TYPE = {"POST": "creation", "PUT": "change", "PATCH": "change", "DELETE": "deletion"}
+
+
+def _ip(value: Any) -> str | None:
+    """``value`` if it is an IP address (``source.ip`` is mapped ``ip``: anything else would be
+    refused by Elasticsearch)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def audit_ecs(rec: Mapping[str, Any], *, host: str | None = None) -> dict[str, Any]:
+    """The ECS event for one ``audit`` record (the control API's audit trail)."""
+    entry = rec.get("audit")
+    audit: Mapping[str, Any] = entry if isinstance(entry, Mapping) else {}
+    what = str(audit.get("event") or "call")
+    path = audit.get("path")
+    status = audit.get("status")
+    failed_auth = what == "auth.failed"
+    iam = failed_auth or (isinstance(path, str) and path.startswith("/tokens"))
+    category = ["iam", "authentication"] if failed_auth else ["iam"] if iam else [
+        "configuration"]
+    etype = "info" if failed_auth else _AUDIT_TYPE.get(str(audit.get("method")), "access")
+    event: dict[str, Any] = {
+        "kind": "event", "module": "lateral", "dataset": "lateral.audit",
+        "category": category, "type": [etype], "action": what}
+    if isinstance(status, int):
+        event["outcome"] = "success" if status < 400 else "failure"
+    rid = doc_id(rec)
+    if rid:
+        event["id"] = rid
+    doc: dict[str, Any] = {"@timestamp": _timestamp(rec.get("timestamp") or audit.get("time")),
+                           "event": event, "ecs": {"version": "8.11.0"}}
+    _put(doc, "user.name", audit.get("who"))
+    _put(doc, "user.id", audit.get("token_id"))
+    _put(doc, "http.request.method", audit.get("method"))
+    _put(doc, "url.path", path)
+    _put(doc, "http.response.status_code", status if isinstance(status, int) else None)
+    _put(doc, "source.ip", _ip(audit.get("client")))
+    summary = audit.get("summary")
+    _put(doc, "message", summary or f"{audit.get('method')} {path}: {status}")
+    lat = rec.get("lateral")
+    sensor = lat.get("sensor") if isinstance(lat, Mapping) else None
+    obs: dict[str, Any] = {"vendor": "Lateral", "product": "Lateral"}
+    if sensor:
+        obs["name"] = sensor
+        obs["hostname"] = sensor
+    doc["observer"] = obs
+    _put(doc, "host.name", host)
+    if isinstance(lat, Mapping):
+        doc["lateral"] = {k: lat[k] for k in ("id", "sensor") if k in lat}
     return doc
 
 

@@ -1,7 +1,8 @@
 """Index set-up: component and composable index templates, data streams, ILM.
 
 Documents go to data streams named by Elastic's scheme, ``logs-lateral.<event_type>-<namespace>``
-(``logs-lateral.alert-default`` …), created on first write. One composable index template,
+(``logs-lateral.alert-default`` …, and ``logs-lateral.audit-<namespace>`` for the control API's
+audit events), created on first write. One composable index template,
 ``logs-lateral``, matches ``logs-lateral.*-*`` at priority 250 (above the stack's built-in
 ``logs`` template, 100) and is composed of two component templates:
 
@@ -47,6 +48,7 @@ FIELDS: dict[str, str] = {
     "@timestamp": _D, "message": "text", "ecs.version": _K,
     **{f"event.{k}": _K for k in ("kind", "module", "dataset", "type", "category", "id",
                                   "action")},
+    "event.outcome": _K, "user.name": _K, "user.id": _K,  # audit events of the control API
     "event.severity": _L, "event.start": _D, "event.end": _D, "event.duration": _L,
     **{f"{side}.{k}": t for side in ("source", "destination")
        for k, t in (("ip", _IP), ("port", _L), ("mac", _K), ("bytes", _L), ("packets", _L))},

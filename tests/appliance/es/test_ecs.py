@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from appliance.es.ecs import dataset, doc_id, to_ecs
+from appliance.es.ecs import audit_ecs, dataset, doc_id, to_ecs
 from appliance.es.templates import FIELDS, UNINDEXED
 
 from .records import RECORDS
@@ -141,3 +141,32 @@ def test_dataset_names_are_safe() -> None:
     assert dataset({"event_type": "a-b c"}) == "a_b_c"
     assert dataset({}) == "unknown"
     assert doc_id({"lateral": {}}) is None
+
+
+def test_audit_records_are_ecs_events_of_their_own() -> None:
+    entry = {"id": "a1", "time": "2024-05-14T09:00:06.000+00:00", "event": "auth.failed",
+             "who": None, "token_id": None, "method": "GET", "path": "/status", "status": 401,
+             "client": "testclient", "summary": "invalid or revoked token"}
+    rec = {"timestamp": entry["time"], "event_type": "audit",
+           "lateral": {"id": "a1", "sensor": "s1"}, "audit": entry}
+    doc = to_ecs(rec)
+    assert doc == audit_ecs(rec)
+    assert doc["event"] == {"kind": "event", "module": "lateral", "dataset": "lateral.audit",
+                            "category": ["iam", "authentication"], "type": ["info"],
+                            "action": "auth.failed", "outcome": "failure", "id": "a1"}
+    assert "source" not in doc and "user" not in doc  # not an IP address; nobody
+    assert doc["observer"] == {"vendor": "Lateral", "product": "Lateral", "name": "s1",
+                               "hostname": "s1"}
+    change = to_ecs({**rec, "audit": {**entry, "event": "call", "who": "ops", "token_id": "t",
+                                      "method": "PUT", "path": "/rules/local/x.rules",
+                                      "status": 201, "client": "::1"}})
+    assert change["event"]["category"] == ["configuration"]
+    assert change["event"]["type"] == ["change"] and change["event"]["outcome"] == "success"
+    assert change["user"] == {"name": "ops", "id": "t"} and change["source"] == {"ip": "::1"}
+
+    def leaves(value: object, prefix: str = "") -> list[str]:
+        if isinstance(value, dict):
+            return [p for k, v in value.items() for p in leaves(v, f"{prefix}{k}.")]
+        return [prefix.rstrip(".")]
+
+    assert [f for f in leaves(change) if f not in FIELDS] == []
