@@ -9,6 +9,11 @@ Each is a candidate to move into its library (and be shared with the CLI):
 - :func:`search_findings`: ``appliance.es.cli._cmd_search`` without the printing, with an offset.
 - :func:`engine_snapshot`, :func:`es_reachable`, :func:`state_dir_writable`: the readiness and
   status probes (``appliance.doctor`` has similar checks, but private and slower).
+- :func:`nic_state`: the capture NIC as it is, read-only (``capture.nic.prepare_nic`` reports
+  the same fields but changes the NIC first) — belongs in ``capture.nic``.
+- :func:`ovsdb`: the settings' OVSDB connection as ``lateral attach ovs`` opens it, with a
+  connection failure made :class:`~api.problems.Unavailable` (503) rather than a bad request;
+  :func:`vm_inventory`: ``capture.inventory.load_inventory`` with the same conversion.
 """
 
 from __future__ import annotations
@@ -17,26 +22,34 @@ import re
 import tempfile
 import threading
 from argparse import Namespace
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
-from appliance.config import EsSettings, Settings
+from appliance.config import EsSettings, Settings, VmIdentity
 from appliance.engine.socket import CommandRefused, SuricataSocket
 from appliance.errors import RuleError, SinkError, SocketError
 from appliance.es import connect
 from appliance.es.cli import build_query
 from appliance.live import LivePaths
 from appliance.validate import ValidationReport, validate
+from capture.inventory import load_inventory
+from capture.ovsdb import DEFAULT_DB, OvsdbClient
+from capture.ovsdb_values import OvsdbError
 from rules import Rule, RuleStore, parse, parse_file
 from rules.settings import rules_root, rules_settings
 from rules.sources import Sources
 
-__all__ = ["LocalRules", "engine_snapshot", "es_reachable", "matches", "rule_store", "ruleset",
-           "search_findings", "state_dir_writable"]
+from .problems import Unavailable
+
+__all__ = ["LocalRules", "engine_snapshot", "es_reachable", "matches", "nic_state", "ovsdb",
+           "rule_store", "vm_inventory", "ruleset", "search_findings", "state_dir_writable"]
 
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.rules$")
 _cache: dict[tuple[str, str], list[Rule]] = {}
@@ -200,3 +213,50 @@ def es_reachable(conn: EsSettings) -> tuple[bool, str]:
     finally:
         client.close()
     return True, f"Elasticsearch {info['version']['number']}"
+
+
+_IFF_UP, _IFF_PROMISC = 0x1, 0x100
+_NIC_STATS = ("rx_packets", "rx_bytes", "rx_dropped", "rx_errors", "tx_packets")
+
+
+def nic_state(name: str) -> dict[str, Any]:
+    """The interface ``name`` as netlink sees it, changing nothing (``exists`` False if absent)."""
+    try:
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                return {"name": name, "exists": False}
+            link = ipr.get_links(found[0])[0]
+            addresses = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                         for a in ipr.get_addr(index=found[0]) if a.get_attr("IFA_ADDRESS")]
+    except NetlinkError as exc:
+        raise Unavailable(f"cannot read interface {name} over netlink: {exc}") from None
+    flags = int(link["flags"])
+    stats = link.get_attr("IFLA_STATS64") or {}
+    return {"name": name, "exists": True, "index": int(found[0]), "up": bool(flags & _IFF_UP),
+            "promisc": bool(flags & _IFF_PROMISC), "mtu": int(link.get_attr("IFLA_MTU") or 0),
+            "operstate": str(link.get_attr("IFLA_OPERSTATE") or "UNKNOWN"),
+            "addresses": addresses,
+            "statistics": {k: int(stats[k]) for k in _NIC_STATS if k in stats}}
+
+
+@contextmanager
+def ovsdb(settings: Settings, timeout: float = 10.0) -> Iterator[OvsdbClient]:
+    """The settings' OVSDB (``capture.ovsdb``, default the local switch), as the CLI opens it."""
+    address = settings.capture.ovsdb or DEFAULT_DB
+    try:
+        client = OvsdbClient.connect(address, timeout=timeout)
+    except OvsdbError as exc:
+        raise Unavailable(exc.message, hint=exc.hint or "is Open vSwitch running? "
+                          "(capture.ovsdb names the switch's OVSDB)") from None
+    with client:
+        yield client
+
+
+def vm_inventory(settings: Settings) -> list[VmIdentity]:
+    """The configured inventory merged with the switch's (``capture.ovsdb``, else the local
+    switch when its socket exists), as the live appliance loads it."""
+    try:
+        return load_inventory(settings, db=settings.capture.ovsdb)
+    except OvsdbError as exc:  # only for a configured switch that cannot be read
+        raise Unavailable(exc.message, hint=exc.hint) from None

@@ -26,7 +26,18 @@ from appliance import __version__
 from appliance.config import Settings
 
 from .problems import BodyLimit, install_handlers
-from .routes import doctor, findings, health, jobs, policies, rules, sources, status, tokens
+from .routes import (
+    capture,
+    doctor,
+    findings,
+    health,
+    jobs,
+    policies,
+    rules,
+    sources,
+    status,
+    tokens,
+)
 from .schemas import PROBLEM_RESPONSES
 from .settings import ApiSettings
 from .state import ApiState
@@ -98,7 +109,8 @@ def create_app(settings: Settings, *, api: ApiSettings | None = None,
                   "problem details.")
     app.state.lateral = state
     install_handlers(app)
-    for module in (health, status, tokens, sources, rules, jobs, policies, findings, doctor):
+    for module in (health, status, tokens, sources, rules, jobs, policies, findings, capture,
+                   doctor):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
     app.add_middleware(BodyLimit, max_bytes=state.api.max_body_bytes)
     app.add_middleware(Audit, state=state)

@@ -7,8 +7,10 @@ map, at the edge:
 
 - ``HTTPException`` (routes, auth) → its status;
 - ``RequestValidationError`` → 422 listing each field (``loc``, ``msg``), never the input;
-- :class:`~appliance.errors.LateralError` from the libraries → 409 (rules), 422 (configuration),
-  503 (engine, Elasticsearch, outputs), with the library's message;
+- :class:`~appliance.errors.LateralError` from the libraries → 409 (rules), 422 (configuration;
+  capture: a mirror or tap the switch cannot make as asked — no such bridge, port or interface),
+  503 (engine, Elasticsearch, outputs, and :class:`Unavailable`: a switch or netlink the API
+  cannot reach), with the library's message;
 - anything else → 500 with a fixed text; the traceback goes to the server log only.
 
 :class:`BodyLimit` refuses bodies above ``max_bytes``: by ``Content-Length`` before reading, and
@@ -29,9 +31,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from appliance.errors import ConfigError, EngineError, LateralError, RuleError, SinkError
+from appliance.errors import (
+    CaptureError,
+    ConfigError,
+    EngineError,
+    LateralError,
+    RuleError,
+    SinkError,
+)
 
-__all__ = ["PROBLEM_JSON", "BodyLimit", "BodyTooLarge", "install_handlers", "problem"]
+__all__ = ["PROBLEM_JSON", "BodyLimit", "BodyTooLarge", "Unavailable", "install_handlers",
+           "problem"]
 
 log = logging.getLogger("lateral.api")
 
@@ -54,11 +64,17 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body exceeds {limit} bytes")
 
 
+class Unavailable(LateralError):
+    """A service the API calls into (the switch's OVSDB, netlink) cannot be reached: 503."""
+
+
 def _lateral_status(exc: LateralError) -> int:
     if isinstance(exc, RuleError):
         return 409
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError | CaptureError):
         return 422
+    if isinstance(exc, Unavailable):
+        return 503
     if isinstance(exc, EngineError | SinkError):
         return 503
     return 500

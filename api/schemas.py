@@ -7,13 +7,21 @@ ask for unbounded work.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .tokens import Role
 
 __all__ = [
+    "BridgeMirrorCreate",
+    "BridgeMirrorPublic",
+    "InterfacePublic",
+    "MirrorWritten",
+    "OvsMirrorCreate",
+    "OvsMirrorPublic",
+    "VmPublic",
     "RuleDiffPublic",
     "PolicyEntries",
     "PolicyEntry",
@@ -312,3 +320,106 @@ class RuleStatsPublic(BaseModel):
     pairs: list[PairHitsPublic] = Field(description="source VM → destination VM by alert count")
     fired_truncated: bool = Field(description="too many (pair, sid) combinations to read all: "
                                   "pairs and never_fired are partial")
+
+
+# Interface, bridge and OVSDB names as OVS and Linux take them (IFNAMSIZ 16 bounds Linux names).
+IfName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,15}$")]
+OvsName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")]
+ExternalId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class InterfacePublic(BaseModel):
+    name: str
+    role: Literal["capture"]
+    exists: bool
+    index: int | None = None
+    up: bool | None = None
+    promisc: bool | None = None
+    mtu: int | None = None
+    operstate: str | None = None
+    addresses: list[str] = Field(default=[], description="a capture NIC should have none")
+    statistics: dict[str, int] = Field(default={}, description="the kernel's link counters")
+
+
+class TunnelCreate(_In):
+    kind: Literal["gre", "erspan"]
+    remote_ip: IPv4Address | IPv6Address
+    key: int | None = Field(default=None, ge=0, lt=1 << 32,
+                            description="GRE key / ERSPAN session id")
+
+
+class OvsMirrorCreate(_In):
+    """An Open vSwitch mirror session: what it selects (one or more kinds) and exactly one
+    output. Creating it again with the same name updates it in place (idempotent)."""
+
+    name: OvsName = "lateral"
+    bridge: OvsName
+    select_all: bool = False
+    ifaces: list[OvsName] = Field(default=[], max_length=256,
+                                  description="VM ports by interface name")
+    iface_ids: list[ExternalId] = Field(default=[], max_length=256,
+                                        description="VM ports by external_ids:iface-id")
+    vm_uuids: list[ExternalId] = Field(default=[], max_length=256,
+                                       description="VM ports by external_ids:vm-uuid")
+    vlans: list[Annotated[int, Field(ge=0, le=4095)]] = Field(default=[], max_length=4096)
+    output_port: OvsName | None = Field(default=None, description="the capture NIC's port")
+    output_vlan: int | None = Field(default=None, ge=1, le=4095)
+    output_tunnel: TunnelCreate | None = None
+    purge_flows: bool = Field(default=False, description="drop the local switch's cached "
+                              "datapath flows after the change (busy flows follow at once)")
+
+    @model_validator(mode="after")
+    def _one_output_some_selection(self) -> OvsMirrorCreate:
+        outputs = (self.output_port, self.output_vlan, self.output_tunnel)
+        if sum(o is not None for o in outputs) != 1:
+            raise ValueError("exactly one of output_port, output_vlan, output_tunnel")
+        if not (self.select_all or self.ifaces or self.iface_ids or self.vm_uuids
+                or self.vlans):
+            raise ValueError("select something: select_all, ifaces, iface_ids, vm_uuids or "
+                             "vlans")
+        return self
+
+
+class OvsMirrorPublic(BaseModel):
+    name: str
+    bridge: str
+    uuid: str
+    selection: str
+    output: str
+    select_all: bool
+    select_src: list[str]
+    select_dst: list[str]
+    select_vlans: list[int]
+    output_port: str | None
+    output_vlan: int | None
+    statistics: dict[str, int]
+    external_ids: dict[str, str]
+
+
+class MirrorWritten(BaseModel):
+    action: Literal["created", "updated", "unchanged"]
+    mirror: OvsMirrorPublic
+
+
+class BridgeMirrorCreate(_In):
+    """Linux-bridge taps mirrored to the capture NIC with tc mirred (idempotent)."""
+
+    taps: list[IfName] = Field(min_length=1, max_length=256)
+    output: IfName = Field(description="where the copies go (the capture NIC, or a veth to it)")
+    ingress_only: bool = Field(default=False, description="only what each tap's VM sends")
+
+
+class BridgeMirrorPublic(BaseModel):
+    tap: str
+    capture: str
+    directions: list[str]
+
+
+class VmPublic(BaseModel):
+    name: str
+    uuid: str | None = None
+    iface_id: str | None = None
+    host: str | None = None
+    macs: list[str] = []
+    ips: list[str] = []
+    labels: dict[str, str] = {}

@@ -11,11 +11,16 @@
     policies  GET /policies                                    analyst
               POST /policies/validate, /policies/dry-run       operator
     findings  GET /findings                                    analyst
+    capture   GET /capture/interfaces, /capture/mirrors/ovs, /capture/mirrors/bridge,
+              /capture/inventory                               analyst
+              POST /capture/mirrors/ovs|bridge; DELETE /capture/mirrors/ovs/{n},
+              /capture/mirrors/bridge/{tap}                    operator
     doctor    GET /doctor                                      operator
 """
 
-from . import doctor, findings, health, jobs, policies, rules, sources, status, tokens
+from . import capture, doctor, findings, health, jobs, policies, rules, sources, status, tokens
 
 __all__ = [
-    "doctor", "findings", "health", "jobs", "policies", "rules", "sources", "status", "tokens",
+    "capture", "doctor", "findings", "health", "jobs", "policies", "rules", "sources", "status",
+    "tokens",
 ]
