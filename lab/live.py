@@ -588,6 +588,7 @@ class Sent:
     flows: int
     completed: int
     detect: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()  # when the flows went to many ports (``port`` is None)
 
 
 @dataclass
@@ -662,7 +663,7 @@ def _scan(lab: Lab) -> list[Sent]:
     ws, db = lab.guest("ws"), lab.guest("db")
     out = _client(lab, ws, "scan", ws.spec, db.spec, "--ports", *map(str, _SCAN_PORTS))
     return [Sent("port-scan", ws.vm, db.vm, "TCP", None, out["probes"], out["probes"],
-                 ("sid:1000007", "policy:port-scan"))]
+                 ("sid:1000007", "policy:port-scan"), _SCAN_PORTS)]
 
 
 def _http_exploit(lab: Lab) -> list[Sent]:
