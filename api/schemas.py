@@ -140,6 +140,7 @@ class RulePublic(BaseModel):
     action: str
     classtype: str | None
     metadata: dict[str, list[str]]
+    source: str | None = Field(None, description="the rule source it came from")
 
 
 class RulesPage(BaseModel):

@@ -46,10 +46,10 @@ def _time_bound(value: str | None) -> str | None:
 TimeBound = Annotated[str | None, AfterValidator(_time_bound)]
 
 
-def _public(rule: Rule) -> RulePublic:
+def _public(rule: Rule, source: str | None) -> RulePublic:
     return RulePublic(sid=rule.sid, gid=rule.gid, rev=rule.rev, msg=rule.msg,
                       enabled=rule.enabled, action=rule.action, classtype=rule.classtype,
-                      metadata={k: list(v) for k, v in rule.metadata.items()})
+                      metadata={k: list(v) for k, v in rule.metadata.items()}, source=source)
 
 
 @router.get("", response_model=RulesPage)
@@ -59,20 +59,27 @@ def list_rules(
                                    description="regex on msg, sid, classtype, metadata")] = None,
     state: Literal["enabled", "disabled", "all"] = "enabled",
     version: Annotated[str | None, Query(pattern=r"^\d{1,6}$")] = None,
+    source: Annotated[str | None, Query(max_length=64,
+                                        description="only rules from this source")] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RulesPage:
-    """Rules of the active (or a given) version, filtered, one page."""
+    """Rules of the active (or a given) version, filtered, one page; each names the source it
+    came from (null for versions made before Lateral recorded sources)."""
     try:
         pattern = re.compile(q, re.IGNORECASE) if q else None
     except re.error as exc:
         raise HTTPException(422, {"detail": f"q is not a valid regular expression: {exc}",
                                   "errors": [{"loc": ["query", "q"], "msg": str(exc)}]}) from None
-    vid, rules = ruleset(rule_store(settings), version)
+    store = rule_store(settings)
+    vid, rules = ruleset(store, version)
+    origins = store.origins(vid)
     selected = [r for r in rules if (state == "all" or r.enabled == (state == "enabled"))
-                and (pattern is None or matches(r, pattern))]
+                and (pattern is None or matches(r, pattern))
+                and (source is None or origins.source_of(r.sid) == source)]
     return RulesPage(version=vid, total=len(selected), offset=offset, limit=limit,
-                     items=[_public(r) for r in selected[offset:offset + limit]])
+                     items=[_public(r, origins.source_of(r.sid))
+                            for r in selected[offset:offset + limit]])
 
 
 @router.get("/stats", response_model=RuleStatsPublic)

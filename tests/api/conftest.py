@@ -29,7 +29,8 @@ from api.settings import ApiSettings, api_paths
 from api.state import ApiState
 from api.tokens import Role
 from appliance.config import Settings, load_settings
-from rules import Manifest, RuleCounts, RuleStore, parse_file
+from rules import Manifest, RuleCounts, RuleStore, origin, parse_file
+from rules.origin import Origins
 from rules.store import RULES_FILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,12 +61,16 @@ def _free_port() -> int:
         return port
 
 
-def add_version(store: RuleStore, rules_file: Path, reason: str) -> str:
-    """Commit and activate a version holding ``rules_file`` (the store's own primitives)."""
+def add_version(store: RuleStore, rules_file: Path, reason: str,
+                source: str | None = None) -> str:
+    """Commit and activate a version holding ``rules_file`` (the store's own primitives),
+    every rule attributed to ``source`` when given (as an update records it)."""
     with store.locked(timeout=30):
         staging = store.staging()
         shutil.copyfile(rules_file, staging / RULES_FILE)
         rules = parse_file(staging / RULES_FILE)
+        if source is not None:
+            origin.write(staging, Origins({source: [r.sid for r in rules]}))
         enabled = sum(r.enabled for r in rules)
         manifest = Manifest(
             id=store.next_id(), created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -83,7 +88,7 @@ def add_version(store: RuleStore, rules_file: Path, reason: str) -> str:
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     state_dir = tmp_path_factory.mktemp("api-state")
     s = load_settings(None, state_dir=str(state_dir))
-    add_version(RuleStore(state_dir / "rules"), BUNDLED, "bundled demo rules")
+    add_version(RuleStore(state_dir / "rules"), BUNDLED, "bundled demo rules", "bundled")
     return s
 
 

@@ -44,6 +44,21 @@ def test_list_search_and_paginate(analyst: httpx.Client) -> None:
     assert_problem(analyst.get("/rules", params={"version": "999"}), 409)
 
 
+def test_each_rule_names_its_source(analyst: httpx.Client) -> None:
+    everything = analyst.get("/rules", params={"state": "all", "limit": 500}).json()["items"]
+    by_source: dict[str | None, set[int]] = {}
+    for rule in everything:
+        by_source.setdefault(rule["source"], set()).add(rule["sid"])
+    assert None not in by_source, "a rule of a version made by this Lateral has no source"
+    for name, sids in by_source.items():
+        only = analyst.get("/rules", params={"state": "all", "limit": 500,
+                                             "source": name}).json()
+        assert {r["sid"] for r in only["items"]} == sids and only["total"] == len(sids)
+        assert {r["source"] for r in only["items"]} == {name}
+    none = analyst.get("/rules", params={"source": "no-such-source"}).json()
+    assert none["total"] == 0 and none["items"] == []
+
+
 def test_invalid_local_rule_is_422_and_nothing_changes(
         server: Server, operator: httpx.Client) -> None:
     before = operator.get("/rules/versions").json()
