@@ -35,7 +35,7 @@ from capture.inventory import default_db_present, load_inventory
 from capture.mirror_watch import MirrorWatch
 from capture.nic import prepare_nic
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
-from capture.sniffer import L2_FILTER, L2Sniffer
+from capture.sniffer import L2Sniffer, l2_filter
 
 from .config import Settings
 from .engine.info import suricata_info
@@ -273,9 +273,7 @@ class _L2Thread:
                 or spec.mac_flood_per_second):
             return None
         checks = L2Checks(spec, policy_inventory(settings, policy), policy.dedup_window)
-        ports = " or ".join(f"port {p}" for p in sorted(checks.tcp_ports))
-        expression = L2_FILTER + (f" or (tcp and ({ports}))" if ports else "")
-        return cls(L2Sniffer(interface, expression=expression), checks)
+        return cls(L2Sniffer(interface, expression=l2_filter(checks.tcp_ports)), checks)
 
     def start(self) -> None:
         log.info("L2 sniffer on %s (ARP, DHCP, RA, VLAN tags, broadcasts)",

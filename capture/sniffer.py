@@ -19,16 +19,20 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterable
 from types import TracebackType
 
 from appliance.errors import CaptureError
 
-__all__ = ["L2_FILTER", "L2Sniffer", "compile_bpf"]
+__all__ = ["L2_FILTER", "L2Sniffer", "compile_bpf", "l2_filter"]
 
 log = logging.getLogger("lateral.capture.sniffer")
 
-L2_FILTER = ("arp or (udp and (port 67 or port 68)) or (icmp6 and ip6[40] == 134) or vlan "
-             "or ether broadcast")
+# ``vlan`` comes last: in pcap's filter language every clause after a ``vlan`` keyword reads the
+# packet at offsets moved by one tag, so an untagged frame could never match what follows it.
+_L2_HEAD = ("arp or (udp and (port 67 or port 68)) or (icmp6 and ip6[40] == 134) "
+            "or ether broadcast")
+L2_FILTER = f"{_L2_HEAD} or vlan"
 _ETH_P_ALL = 0x0003
 _SO_ATTACH_FILTER = 26
 _PACKET_OUTGOING = 4
@@ -49,12 +53,25 @@ def compile_bpf(expression: str) -> list[tuple[int, int, int, int]] | None:
     return [tuple(values[i:i + 4]) for i in range(0, count * 4, 4)]  # type: ignore[misc]
 
 
+def l2_filter(tcp_ports: Iterable[int] = ()) -> str:
+    """The sniffer's filter: :data:`L2_FILTER` plus TCP on ``tcp_ports`` (cleartext logins).
+
+    The TCP clause goes before ``vlan`` (see :data:`L2_FILTER`): after it, untagged TCP would
+    be read one tag too far on and never match.
+    """
+    ports = " or ".join(f"port {int(p)}" for p in sorted(set(tcp_ports)))
+    if not ports:
+        return L2_FILTER
+    return f"{_L2_HEAD} or (tcp and ({ports})) or vlan"
+
+
 class L2Sniffer:
     """Receives the filtered frames of one interface."""
 
     def __init__(self, interface: str, *, expression: str = L2_FILTER,
                  max_frame: int = 65535) -> None:
         self.interface = interface
+        self.expression = expression
         self.max_frame = max_frame
         self.frames = 0
         try:
