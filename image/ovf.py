@@ -28,6 +28,7 @@ REQUIRED_SECTIONS = ("References", "DiskSection", "NetworkSection", "VirtualSyst
 NETWORKS = (("management", "Management network: the API (HTTPS) and, when enabled, SSH"),
             ("capture", "Mirror/SPAN port group (promiscuous): receive-only, no address"))
 CPUS, MEMORY_MIB = 2, 4096
+FIRMWARE = "bios"
 
 for prefix, uri in NS.items():
     ET.register_namespace(prefix, uri)
@@ -109,6 +110,9 @@ def descriptor(name: str, version: str, disk_file: str, disk_file_size: int,
         _item(hw, AddressOnParent=str(7 + i), AutomaticAllocation="true", Connection=net,
               Description=f"VMXNET3 ethernet adapter on {net}", ElementName=f"{net} NIC",
               InstanceID=str(5 + i), ResourceSubType="VmxNet3", ResourceType="10")
+    # The image boots with GRUB for PC BIOS: say so, or vSphere may pick EFI for a new VM.
+    ET.SubElement(hw, _q("vmw:Config"), {_q("ovf:required"): "false", _q("vmw:key"): "firmware",
+                                         _q("vmw:value"): FIRMWARE})
     ET.indent(env)
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(env)
 
@@ -172,4 +176,8 @@ def check_ova(ova: Path) -> list[str]:
             if i.findtext("rasd:ResourceType", namespaces=NS) == "10"]
     if [n.findtext("rasd:Connection", namespaces=NS) for n in nics] != [n for n, _ in NETWORKS]:
         problems.append("the NICs must be management then capture")
+    firmware = [c.get(_q("vmw:value")) for c in root.iterfind(".//vmw:Config", NS)
+                if c.get(_q("vmw:key")) == "firmware"]
+    if firmware != [FIRMWARE]:
+        problems.append(f"the firmware must be declared {FIRMWARE} (vmw:Config), not {firmware}")
     return problems
