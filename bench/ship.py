@@ -15,17 +15,25 @@ Each round writes into a fresh namespace, so both store every document. A second
 packet path's cost: pipeline + EVE file sink records/s with the shipper attached (shipping as it
 goes) as a ratio to the same without it, in alternating rounds (the median ratio). The shipper
 is started, and its worker process has shipped one record, before the clock starts: the figure
-is the steady state of a running appliance, not its start-up. ``--packet-path-only`` skips the
-documents/s comparison.
+is the steady state of a running appliance, not its start-up. The sink is the one ``lateral run``
+uses (:class:`appliance.es.ShippingEveSink`: one joined block to the EVE file and the spool).
+``--packet-path-only`` skips the documents/s comparison.
+
+On an appliance, Elasticsearch is another machine; here it shares the two cores with the packet
+path, so that figure mostly measures Elasticsearch's own indexing work. ``--separate-cores``
+measures both kinds of round with the packet path on CPU 0 and Elasticsearch plus the shipper's
+bulk worker on CPU 1 — what shipping costs the packet path itself (the spool write, the hand-off).
 
 Starts its own server with scripts/elasticsearch (stopped at the end) unless --url is given.
 
 Usage: python bench/ship.py [--records 100000] [--rounds 2] [--url URL] [--packet-path-only]
+                            [--separate-cores]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -40,7 +48,16 @@ from typing import Any
 import orjson
 from elasticsearch.helpers import streaming_bulk
 
-from appliance.es import EsShipper, connect, data_stream, dataset, doc_id, setup, to_ecs
+from appliance.es import (
+    EsShipper,
+    ShippingEveSink,
+    connect,
+    data_stream,
+    dataset,
+    doc_id,
+    setup,
+    to_ecs,
+)
 from appliance.outputs import EveFileSink
 from appliance.pipeline import Pipeline
 
@@ -106,37 +123,57 @@ def lateral(url: str, lines: list[bytes], ns: str, work: Path) -> float:
     return len(lines) / elapsed
 
 
-def packet_path(url: str, raw_lines: list[bytes], work: Path,
-                with_es: bool) -> tuple[float, float]:
+def packet_path(url: str, raw_lines: list[bytes], work: Path, with_es: bool,
+                separate: bool = False) -> tuple[float, float]:
     """Records/s through pipeline + EVE file sink, with or without the shipper attached, and
     the packet path thread's own CPU time per record (µs: unlike records/s, not lowered by
-    other processes taking the cores)."""
+    other processes taking the cores). ``separate``: the packet path runs on CPU 0, the
+    shipper's thread and worker process on CPU 1."""
     pipe = Pipeline(sensor="bench-lateral", inventory=pipeline_bench.inventory())
-    eve = EveFileSink(work / f"eve-{uuid.uuid4().hex}.json")
-    ship = (EsShipper(connection={"url": url, "request_timeout": 120},
-                      spool_dir=work / f"spool-pp-{uuid.uuid4().hex}",
-                      dead_letter=work / "dead.jsonl", namespace=f"pp{uuid.uuid4().hex[:8]}")
-            if with_es else None)
-    if ship is not None:  # steady state: the worker process is up and has shipped
-        ship.write([orjson.dumps({"timestamp": "2024-05-14T09:00:00.000000+0000",
-                                  "event_type": "stats", "lateral": {"id": uuid.uuid4().hex}})])
-        if not ship.drain(120):
-            raise SystemExit(f"shipper did not start: {ship.stats()}")
+    eve_path = work / f"eve-{uuid.uuid4().hex}.json"
+    sink: EveFileSink
+    ship: EsShipper | None = None
+    if separate:
+        os.sched_setaffinity(0, {1})   # this thread: what it starts now inherits CPU 1
+    try:
+        if with_es:
+            ship = EsShipper(connection={"url": url, "request_timeout": 120},
+                             spool_dir=work / f"spool-pp-{uuid.uuid4().hex}",
+                             dead_letter=work / "dead.jsonl",
+                             namespace=f"pp{uuid.uuid4().hex[:8]}")
+            # steady state: the worker process is up and has shipped
+            ship.write([orjson.dumps({"timestamp": "2024-05-14T09:00:00.000000+0000",
+                                      "event_type": "stats", "lateral": {"id": uuid.uuid4().hex}})])
+            if not ship.drain(120):
+                raise SystemExit(f"shipper did not start: {ship.stats()}")
+            sink = ShippingEveSink(eve_path, ship)
+        else:
+            sink = EveFileSink(eve_path)
+    finally:
+        if separate:
+            os.sched_setaffinity(0, {0})
     try:
         t0, c0 = time.perf_counter(), time.thread_time()
         for k in range(0, len(raw_lines), BATCH):
-            out = pipe.process(raw_lines[k:k + BATCH])
-            eve.write(out)
-            if ship is not None:
-                ship.write(out)
-        eve.flush()
+            sink.write(pipe.process(raw_lines[k:k + BATCH]))
+        sink.flush()
         elapsed, cpu = time.perf_counter() - t0, time.thread_time() - c0
     finally:
-        eve.close()
         if ship is not None:
             ship.drain(600)
-            ship.close()
+        sink.close()
+        if separate:
+            os.sched_setaffinity(0, {0, 1})
     return len(raw_lines) / elapsed, cpu / len(raw_lines) * 1e6
+
+
+def _pin_server(run_dir: Path | None, cpu: int) -> None:
+    """Every thread of the Elasticsearch server started in ``run_dir`` onto ``cpu``."""
+    if run_dir is None:
+        raise SystemExit("--separate-cores needs the server this bench starts (no --url)")
+    pid = (run_dir / "pid").read_text().strip()
+    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), pid], check=True,
+                   capture_output=True)
 
 
 def main() -> None:
@@ -146,7 +183,11 @@ def main() -> None:
     ap.add_argument("--url", help="an Elasticsearch already running (default: start one)")
     ap.add_argument("--packet-path-only", action="store_true",
                     help="only the packet path's ratio (shipping on / off)")
+    ap.add_argument("--separate-cores", action="store_true",
+                    help="packet path on CPU 0, Elasticsearch and the bulk worker on CPU 1")
     args = ap.parse_args()
+    if args.separate_cores and len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("--separate-cores needs two CPUs")
     with tempfile.TemporaryDirectory(prefix="lateral-bench-ship-") as tmp:
         work = Path(tmp)
         run_dir = None
@@ -175,12 +216,17 @@ def main() -> None:
                 b, o = statistics.median(base), statistics.median(ours)
                 print(f"streaming_bulk: {b:,.0f} docs/s   EsShipper: {o:,.0f} docs/s   "
                       f"ratio {o / b:.2f}x (target >= 1.0)")
+            if args.separate_cores:
+                _pin_server(run_dir, 1)
+                print("packet path on CPU 0; Elasticsearch and the bulk worker on CPU 1")
             offs, ons, cpu_off, cpu_on = [], [], [], []
             for r in range(args.rounds):
-                rate, cpu = packet_path(url, raw_lines, work, with_es=False)
+                rate, cpu = packet_path(url, raw_lines, work, with_es=False,
+                                        separate=args.separate_cores)
                 offs.append(rate)
                 cpu_off.append(cpu)
-                rate, cpu = packet_path(url, raw_lines, work, with_es=True)
+                rate, cpu = packet_path(url, raw_lines, work, with_es=True,
+                                        separate=args.separate_cores)
                 ons.append(rate)
                 cpu_on.append(cpu)
                 print(f"  round {r + 1}: packet path {offs[-1]:,.0f} rec/s without shipping, "
