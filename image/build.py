@@ -19,7 +19,8 @@ What it does, in order (each step's time is printed, then the image size):
    ``image/provision.sh`` run inside the chroot (user, units, bootloader, clean-up).
 6. outputs: ``lateral-<version>.qcow2`` (compressed), ``lateral-<version>.ova`` (stream-optimized
    VMDK + OVF descriptor + manifest), ``SHA256SUMS``, ``packages.txt`` (every Debian package and
-   Python distribution with its version: what this build contains).
+   Python distribution with its version: what this build contains), ``security.txt`` (the
+   exposure score ``systemd-analyze security`` gives each Lateral unit).
 
 ``--boot-check`` then boots the qcow2 under qemu (software emulation when KVM is absent) with a
 NoCloud seed and prints the time from power-on to the API answering ``/health``.
@@ -60,10 +61,14 @@ PACKAGES = [
     "systemd-timesyncd", "iproute2", "ethtool", "nftables", "ca-certificates", "python3",
     "python3-venv", "cloud-init", "openssh-server", "unattended-upgrades", "tcpdump",
     "e2fsprogs", "kmod", "procps", "netbase", "less", "cloud-guest-utils", "sudo",
+    "systemd-resolved",  # DNS servers from DHCP or the first-boot config reach resolv.conf
 ]
 BACKPORTS = ["suricata"]
 # Mounted into the chroot during the build (and left out of the cached base), with their modes.
 CHROOT_MOUNTS = {"dev": 0o755, "proc": 0o555, "sys": 0o555, "var/cache/apt/archives": 0o755}
+
+
+_PRIVATE_MOUNTS = "LATERAL_IMAGE_PRIVATE_MOUNTS"
 
 
 class BuildError(Exception):
@@ -190,6 +195,15 @@ def chroot(mnt: Path, *cmd: str, quiet: bool = True) -> None:
     run("chroot", mnt, *cmd, env=env, quiet=quiet)
 
 
+def build_resolv_conf(mnt: Path) -> None:
+    """The build host's resolver for apt in the chroot. The chroot's own resolv.conf may be
+    a symlink to systemd-resolved's stub (an absolute path that would lead out of the chroot,
+    into the host's /run): it is replaced, never written through."""
+    resolv = mnt / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)
+
+
 def apt_sources(mnt: Path) -> None:
     (mnt / "etc/apt/sources.list").write_text("")
     (mnt / "etc/apt/sources.list.d/debian.sources").write_text(
@@ -287,7 +301,7 @@ def build(args: argparse.Namespace) -> int:
             disk.mount(fs, mnt / where, *opts)
         (mnt / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # no daemons now
         (mnt / "usr/sbin/policy-rc.d").chmod(0o755)
-        shutil.copy2("/etc/resolv.conf", mnt / "etc/resolv.conf")
+        build_resolv_conf(mnt)
         (mnt / "etc/dpkg/dpkg.cfg.d/lateral-build").write_text("force-unsafe-io\n")
         if cached:
             with steps.step("packages: security and point-release updates"):
@@ -304,6 +318,7 @@ def build(args: argparse.Namespace) -> int:
                 chroot(mnt, "sh", "-c", "echo 'grub-pc grub-pc/install_devices_empty boolean "
                                         "true' | debconf-set-selections")
                 chroot(mnt, "apt-get", "install", "-y", "-q", *PACKAGES)
+                build_resolv_conf(mnt)  # systemd-resolved's postinst points it at its stub
                 chroot(mnt, "apt-get", "install", "-y", "-q", "-t", f"{SUITE}-backports",
                        *BACKPORTS)
             if args.base_cache:
@@ -318,20 +333,20 @@ def build(args: argparse.Namespace) -> int:
             chroot(mnt, "bash", "/tmp/provision.sh", quiet=not args.verbose)
             packages = (mnt / "tmp/packages.txt").read_text()
             (out / "packages.txt").write_text(packages)
+            shutil.copyfile(mnt / "tmp/security.txt", out / "security.txt")
             for leftover in ("tmp/wheels", "tmp/provision.sh", "tmp/provision.env",
-                             "tmp/packages.txt", "usr/sbin/policy-rc.d",
+                             "tmp/packages.txt", "tmp/security.txt", "usr/sbin/policy-rc.d",
                              "etc/dpkg/dpkg.cfg.d/lateral-build"):
                 p = mnt / leftover
                 if p.is_dir():
                     shutil.rmtree(p)
                 else:
                     p.unlink(missing_ok=True)
+            # On the appliance, names resolve through systemd-resolved's stub, which knows the
+            # DNS servers DHCP or the first-boot configuration gave the management NIC.
             resolv = mnt / "etc/resolv.conf"
             resolv.unlink(missing_ok=True)
-            if (mnt / "usr/lib/systemd/systemd-resolved").exists():
-                resolv.symlink_to("/run/systemd/resolve/stub-resolv.conf")
-            else:  # known gap: without systemd-resolved, DHCP-given DNS reaches no resolv.conf
-                resolv.write_text("")
+            resolv.symlink_to("/run/systemd/resolve/stub-resolv.conf")
         with steps.step("finish: trim, unmount, fsck"):
             if shutil.which("fstrim"):
                 run("fstrim", mnt, quiet=True)
@@ -363,6 +378,8 @@ def build(args: argparse.Namespace) -> int:
     for p in outputs:
         print(f"image {p.name}: {p.stat().st_size / 2**20:.0f} MiB on disk "
               f"(virtual size {args.size})")
+    print("unit exposure (systemd-analyze security; 0 safe … 10 unsafe):\n"
+          + (out / "security.txt").read_text(), end="")
     print((out / "SHA256SUMS").read_text(), end="")
     if args.boot_check:
         import boot
@@ -390,12 +407,21 @@ def main(argv: list[str] | None = None) -> int:
         print("lateral image build needs root (loop devices, mount, chroot)", file=sys.stderr)
         return 2
     missing = [t for t in ("debootstrap", "qemu-img", "sfdisk", "losetup", "mkfs.ext4", "chroot",
-                         "zstd")
+                         "zstd", "unshare")
                if shutil.which(t) is None]
     if missing:
         print(f"missing tools: {', '.join(missing)} (apt-get install debootstrap qemu-utils "
               "fdisk mount e2fsprogs zstd)", file=sys.stderr)
         return 2
+    if os.environ.get(_PRIVATE_MOUNTS) != "1":
+        # The build's mounts (the image, /proc, /dev … in its chroot) live in a mount namespace
+        # of its own: a namespace that another program creates meanwhile (`ip netns exec` makes
+        # one) cannot copy them and keep the image's file system busy, and whatever a failed
+        # build leaves mounted goes away with it.
+        os.environ[_PRIVATE_MOUNTS] = "1"
+        again = sys.argv[1:] if argv is None else argv
+        os.execvp("unshare", ["unshare", "--mount", "--propagation", "private",
+                              sys.executable, str(Path(__file__).resolve()), *again])
     return build(args)
 
 

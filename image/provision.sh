@@ -38,7 +38,8 @@ grep -q "root=UUID=${ROOT_UUID}" /boot/grub/grub.cfg || {
 chmod 0755 /etc/nftables.conf
 
 # --- services: exactly these run ------------------------------------------------------------------
-systemctl enable systemd-networkd.service systemd-timesyncd.service nftables.service \
+systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
+  nftables.service \
   lateral-firstboot.service lateral.service lateral-api.service serial-getty@ttyS0.service \
   >/dev/null 2>&1
 # OpenSSH is installed but off until the first-boot configuration enables it (key-only).
@@ -60,6 +61,13 @@ echo lateral > /etc/hostname
   echo "# Python distributions in /opt/lateral"
   /opt/lateral/bin/pip list --format=freeze --disable-pip-version-check
 } > /tmp/packages.txt
+
+# --- how exposed each Lateral unit is (systemd-analyze security, offline: 0 = safe … 10) --------
+for unit in lateral.service lateral-api.service lateral-firstboot.service \
+            lateral-rules-update.service; do
+  systemd-analyze security --offline=yes --no-pager "$unit" 2>/dev/null \
+    | sed -n 's/.*Overall exposure level for \([^:]*\): \([0-9.]*\) \([A-Z]*\).*/\1 \2 \3/p'
+done > /tmp/security.txt
 
 # --- nothing a fresh VM must inherit -------------------------------------------------------------
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/log/*.log /var/log/apt/* \
