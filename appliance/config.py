@@ -174,6 +174,20 @@ class TunnelSettings(_Model):
     teredo_ports: str = "$TEREDO_PORTS"
 
 
+class FlowTimeoutSettings(_Model):
+    """Seconds Suricata keeps an idle flow before it ends and its ``flow`` record is written
+    (``engine.flow_timeouts``; Suricata's ``flow-timeouts``). ``tcp_*`` for TCP, the others for
+    UDP, ICMP and the rest. Mirror health judges a window only after the flows in it are
+    reported, so its ``settle`` must exceed the longest timeout a short flow meets (TCP
+    ``closed``, or ``new`` for one-packet flows)."""
+
+    new: int = Field(default=30, ge=1, le=86400)
+    established: int = Field(default=300, ge=1, le=86400)
+    tcp_new: int = Field(default=60, ge=1, le=86400)
+    tcp_established: int = Field(default=600, ge=1, le=86400)
+    tcp_closed: int = Field(default=60, ge=0, le=86400)
+
+
 class EngineSettings(_Model):
     """How Suricata is found and run."""
 
@@ -199,6 +213,7 @@ class EngineSettings(_Model):
     startup_timeout: float = Field(default=300.0, gt=0)
     socket_timeout: float = Field(default=30.0, gt=0)
     app_layer: dict[str, bool | Literal["detection-only"]] = Field(default_factory=dict)
+    flow_timeouts: FlowTimeoutSettings = Field(default_factory=FlowTimeoutSettings)
 
 
 class MirrorHealthSettings(_Model):

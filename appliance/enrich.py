@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import VmIdentity
 
-__all__ = ["Inventory", "vm_fields"]
+__all__ = ["Inventory", "merge_identity", "same_vm", "vm_fields"]
 
 
 def vm_fields(vm: VmIdentity) -> dict[str, Any]:
@@ -29,6 +29,30 @@ def vm_fields(vm: VmIdentity) -> dict[str, Any]:
     if vm.labels:
         out["labels"] = dict(vm.labels)
     return out
+
+
+def same_vm(a: VmIdentity, b: VmIdentity) -> bool:
+    """Whether two identities describe one VM port: a shared MAC, UUID or ``iface_id``."""
+    return bool(set(a.macs) & set(b.macs)
+                or (a.uuid and a.uuid == b.uuid)
+                or (a.iface_id and a.iface_id == b.iface_id))
+
+
+def _union(*groups: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for group in groups for item in group))
+
+
+def merge_identity(primary: VmIdentity, other: VmIdentity) -> VmIdentity:
+    """``primary`` completed from ``other``: its own fields win, missing ones are filled in,
+    MACs, addresses and labels are united."""
+    return primary.model_copy(update={
+        "uuid": primary.uuid or other.uuid,
+        "iface_id": primary.iface_id or other.iface_id,
+        "host": primary.host or other.host,
+        "macs": _union(primary.macs, other.macs),
+        "ips": _union(primary.ips, other.ips),
+        "labels": {**other.labels, **primary.labels},
+    })
 
 
 class Inventory:

@@ -121,7 +121,10 @@ def _mirror_watch(settings: Settings) -> MirrorWatch | None:
     if not enabled:
         return None
     address = settings.capture.ovsdb or DEFAULT_DB
-    return MirrorWatch(spec, settings.inventory,
+    # The identities the pipeline puts on flows (the policy's VMs merged in), so that a VM's
+    # switch port and its flows meet on the same key.
+    policy = load_policy(settings.policy) if settings.policy is not None else None
+    return MirrorWatch(spec, policy_inventory(settings, policy).vms,
                        lambda: OvsdbClient.connect(address, timeout=5.0), address=address)
 
 

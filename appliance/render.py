@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from .config import CaptureSettings, EngineSettings, EveSettings, Settings, TunnelSettings
+from .config import (
+    CaptureSettings,
+    EngineSettings,
+    EveSettings,
+    FlowTimeoutSettings,
+    Settings,
+    TunnelSettings,
+)
 from .errors import ConfigError
 
 __all__ = ["RenderTarget", "render_config", "to_yaml", "write_config"]
@@ -155,14 +162,17 @@ def _decoder(tunnels: TunnelSettings) -> dict[str, Any]:
     }
 
 
-def _flow_timeouts() -> dict[str, Any]:
-    base = {"new": 30, "established": 300, "bypassed": 100, "emergency-new": 10,
-            "emergency-established": 100, "emergency-bypassed": 50}
+def _flow_timeouts(t: FlowTimeoutSettings) -> dict[str, Any]:
+    # Emergency timeouts (under memory pressure) never longer than the normal ones.
+    base = {"new": t.new, "established": t.established, "bypassed": 100,
+            "emergency-new": min(10, t.new), "emergency-established": min(100, t.established),
+            "emergency-bypassed": 50}
     return {
         "default": {**base, "closed": 0, "emergency-closed": 0},
-        "tcp": {"new": 60, "established": 600, "closed": 60, "bypassed": 100,
-                "emergency-new": 5, "emergency-established": 100, "emergency-closed": 10,
-                "emergency-bypassed": 50},
+        "tcp": {"new": t.tcp_new, "established": t.tcp_established, "closed": t.tcp_closed,
+                "bypassed": 100, "emergency-new": min(5, t.tcp_new),
+                "emergency-established": min(100, t.tcp_established),
+                "emergency-closed": min(10, t.tcp_closed), "emergency-bypassed": 50},
         "udp": dict(base),
         "icmp": dict(base),
     }
@@ -219,7 +229,7 @@ def render_config(settings: Settings, target: RenderTarget) -> dict[str, Any]:
                  "emergency-recovery": 30},
         "vlan": {"use-for-tracking": True},
         "livedev": {"use-for-tracking": True},
-        "flow-timeouts": _flow_timeouts(),
+        "flow-timeouts": _flow_timeouts(engine.flow_timeouts),
         "stream": {
             "memcap": engine.stream_memcap,
             "checksum-validation": "yes",

@@ -19,11 +19,11 @@ import logging
 import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from appliance.config import Settings, VmIdentity
+from appliance.enrich import merge_identity, same_vm
 
 from .ovsdb import DEFAULT_DB, OvsdbClient, parse_address
 from .ovsdb_values import Atom, OvsdbError, as_map
@@ -98,39 +98,17 @@ def inventory_from_ovsdb(client: OvsdbClient) -> list[VmIdentity]:
     return out
 
 
-def _matches(a: VmIdentity, b: VmIdentity) -> bool:
-    return bool(set(a.macs) & set(b.macs)
-                or (a.uuid and a.uuid == b.uuid)
-                or (a.iface_id and a.iface_id == b.iface_id))
-
-
-def _union(*groups: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(item for group in groups for item in group))
-
-
-def _merge(config: VmIdentity, found: VmIdentity) -> VmIdentity:
-    fields: dict[str, Any] = {
-        "uuid": config.uuid or found.uuid,
-        "iface_id": config.iface_id or found.iface_id,
-        "host": config.host or found.host,
-        "macs": _union(config.macs, found.macs),
-        "ips": _union(config.ips, found.ips),
-        "labels": {**found.labels, **config.labels},
-    }
-    return config.model_copy(update=fields)
-
-
 def merge_inventory(config_vms: Iterable[VmIdentity],
                     ovsdb_vms: Iterable[VmIdentity]) -> list[VmIdentity]:
     """The configured VMs completed from OVSDB (config wins), then OVSDB's other VMs."""
     merged = list(config_vms)
     extra: list[VmIdentity] = []
     for found in ovsdb_vms:
-        hits = [i for i, vm in enumerate(merged) if _matches(vm, found)]
+        hits = [i for i, vm in enumerate(merged) if same_vm(vm, found)]
         if not hits:
             extra.append(found)
         for i in hits:
-            merged[i] = _merge(merged[i], found)
+            merged[i] = merge_identity(merged[i], found)
     return merged + extra
 
 

@@ -470,6 +470,9 @@ def _write_files(lab: Lab) -> None:
         f"state_dir: {lab.directory / 'appliance'}",
         "capture:",
         "  interface: cap0",
+        "  # Mirror health on the lab's bridge, judged within seconds (flows end quickly below).",
+        f"  mirror_health: {{bridges: [{lab.bridge}], interval: 2, settle: 20, span: 3,",
+        "                  min_packets: 20, raise_after: 2, clear_after: 2}",
         f"policy: {policy}",
         "rule_files:", *(f"  - {p}" for p in rule_files),
         "vars:",
@@ -479,6 +482,9 @@ def _write_files(lab: Lab) -> None:
         "  stats_every: 5",
         "engine:",
         "  stats_interval: 2",
+        "  # Short conversations: flows end (and are reported) seconds after their last packet.",
+        "  flow_timeouts: {new: 5, established: 10, tcp_new: 5, tcp_established: 10,",
+        "                  tcp_closed: 2}",
     ]
     lab.config.write_text("\n".join(lines) + "\n")
 

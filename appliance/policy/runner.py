@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..config import Settings, VmIdentity
-from ..enrich import Inventory
+from ..enrich import Inventory, merge_identity, same_vm
 from ..errors import ConfigError
 from ..eve.reader import EveReader
 from ..pipeline import Pipeline
@@ -46,12 +46,25 @@ def build_checks(policy: PolicyFile, inventory: Inventory | None = None, *,
 
 
 def policy_inventory(settings: Settings, policy: PolicyFile | None) -> Inventory:
-    """The appliance's inventory with the policy's VMs added (the policy's entry wins)."""
+    """The appliance's inventory with the policy's VMs merged in.
+
+    A policy VM that names an inventory VM, or shares a MAC, UUID or ``iface_id`` with one,
+    completes it: the policy's fields win, and what only the inventory knows (the switch's
+    ``iface_id`` and UUID from OVSDB) is kept — mirror health and the findings key VMs on it.
+    Other policy VMs are added.
+    """
     vms: list[VmIdentity] = list(settings.inventory)
-    if policy is not None:
-        names = {vm.name for vm in policy.vms}
-        vms = [vm for vm in vms if vm.name not in names] + list(policy.vms)
-    return Inventory(vms)
+    if policy is None:
+        return Inventory(vms)
+    added: list[VmIdentity] = []
+    for wanted in policy.vms:
+        hits = [i for i, vm in enumerate(vms) if vm.name == wanted.name or same_vm(vm, wanted)]
+        merged = wanted
+        for i in hits:
+            merged = merge_identity(merged, vms[i])
+        vms = [vm for i, vm in enumerate(vms) if i not in hits]
+        added.append(merged)
+    return Inventory(vms + added)
 
 
 def dry_run(

@@ -161,3 +161,28 @@ def test_compile_keeps_overlapping_and_vlan_rules_with_lateral() -> None:
     p = Pipeline(sensor="s", inventory=Inventory(VMS), checks=[seg])
     out = p.process([_flow("10.0.0.66", "192.168.100.5", 443)])
     assert not [x for x in out if b'"event_type":"policy"' in x]  # Suricata reports it
+
+
+def test_policy_vms_complete_the_switch_inventory_and_keep_its_identity() -> None:
+    """A policy entry for a VM the switch labelled (same name or MAC) keeps the switch's
+    iface-id and UUID: mirror health and the flows meet on that key."""
+    from appliance.config import Settings
+    from appliance.policy.runner import policy_inventory
+
+    switch = [VmIdentity(name="web01", iface_id="vif-web01", uuid="u-1",
+                         macs=("02:00:00:00:00:0a",)),
+              VmIdentity(name="port-db", iface_id="vif-db01", macs=("02:00:00:00:00:14",)),
+              VmIdentity(name="other", iface_id="vif-other")]
+    policy = parse_policy({"vms": [
+        {"name": "web01", "ips": ["10.0.0.10"], "labels": {"zone": "web"}},
+        {"name": "db01", "macs": ["02:00:00:00:00:14"], "ips": ["10.0.0.20"]},
+        {"name": "new07", "ips": ["10.0.0.77"]}]})
+    inv = policy_inventory(Settings(inventory=switch), policy)
+    assert sorted(vm.name for vm in inv.vms) == ["db01", "new07", "other", "web01"]
+    web = inv.by_ip("10.0.0.10")
+    assert web == {"name": "web01", "uuid": "u-1", "iface_id": "vif-web01",
+                   "labels": {"zone": "web"}}
+    assert inv.by_mac("02:00:00:00:00:0a") == web
+    db = inv.by_ip("10.0.0.20")
+    assert db is not None and db["name"] == "db01" and db["iface_id"] == "vif-db01"
+    assert inv.by_ip("10.0.0.77") == {"name": "new07"}

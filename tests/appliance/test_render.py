@@ -32,6 +32,23 @@ def test_render_has_what_lateral_needs(tmp_path: Path, bundled_rules: Path) -> N
     assert parsed["rule-files"] == [str(bundled_rules.resolve())]
     home_net = parsed["vars"]["address-groups"]["HOME_NET"]
     assert home_net == "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]"
+    assert parsed["flow-timeouts"]["tcp"]["closed"] == 60  # Suricata's own defaults
+    assert parsed["flow-timeouts"]["udp"]["established"] == 300
+
+
+def test_flow_timeouts_from_settings(tmp_path: Path, bundled_rules: Path) -> None:
+    cfg = tmp_path / "l.yaml"
+    cfg.write_text("engine:\n  flow_timeouts: {new: 5, established: 10, tcp_closed: 2}\n")
+    parsed = render_config(load_settings(cfg), RenderTarget(
+        log_dir=tmp_path, rule_files=[bundled_rules], unix_socket=tmp_path / "s.sock"))
+    timeouts = parsed["flow-timeouts"]
+    assert timeouts["udp"]["new"] == 5 and timeouts["udp"]["established"] == 10
+    assert timeouts["tcp"]["closed"] == 2 and timeouts["tcp"]["emergency-closed"] == 2
+    assert timeouts["tcp"]["established"] == 600  # not set: the default
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine:\n  flow_timeouts: {tcp_closed: -1}\n")
+    with pytest.raises(ConfigError, match="tcp_closed"):
+        load_settings(bad)
 
 
 @pytest.mark.suricata
@@ -50,6 +67,8 @@ def test_custom_settings_pass_suricata_T(tmp_path: Path, suricata_bin: str,
         "vars:\n  address_groups:\n    HOME_NET: '[10.0.0.0/8]'\n    EXTERNAL_NET: any\n"
         "engine:\n  stream_memcap: 128mb\n  mpm_algo: hs\n"
         "  app_layer: {modbus: true, smtp: false}\n"
+        "  flow_timeouts: {new: 5, established: 10, tcp_new: 5, tcp_established: 10,"
+        " tcp_closed: 2}\n"
         "eve:\n  alert_payload: true\n  netflow: true\n"
     )
     report = validate(load_settings(cfg), [bundled_rules])
