@@ -273,7 +273,7 @@ def _cmd_lab_live(args: argparse.Namespace) -> int:
         return 0
     lab = load_lab(args.name, state)
     if args.scenario == "traffic":
-        report = run_traffic(lab, rounds=args.rounds)
+        report = run_traffic(lab, rounds=args.rounds, hygiene=args.hygiene)
     else:
         report = run_attacks(lab, only=args.only or ())
     print(orjson.dumps(report.as_dict()).decode() if args.json else report.render())
@@ -441,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", action="append", metavar="FILE",
                    help="live lab up: more rule files for the appliance (repeatable)")
     p.add_argument("--rounds", type=int, default=3, help="live lab traffic: how many rounds")
+    p.add_argument("--hygiene", action="store_true",
+                   help="live lab traffic: also the hygiene attacks' benign look-alikes")
     p.add_argument("--only", action="append", metavar="ATTACK",
                    help="live lab attack: run only this attack (repeatable)")
     p.add_argument("--json", action="store_true", help="live lab: the report as JSON")

@@ -122,7 +122,9 @@ def parse_frame(frame: bytes, ts: float, tcp_ports: frozenset[int] = frozenset()
             if len(payload) >= ihl + 8 and struct.unpack_from("!H", payload, ihl)[0] == 67:
                 return _dhcp(info, payload) or info
         if tcp_ports and ethertype in (_ETH_IP, _ETH_IP6):
-            return _tcp(info, ethertype, payload, tcp_ports) or info
+            segment = _tcp(info, ethertype, payload, tcp_ports)
+            if segment is not None:
+                return segment
         if ethertype == _ETH_IP6 and len(payload) >= 41 and payload[6] == 58 and payload[40] == 134:
             return _ra(info, payload) or info
     except (dpkt.UnpackError, struct.error, ValueError, IndexError):

@@ -5,6 +5,9 @@ a second, small socket on the capture NIC takes just those frames — a classic 
 (compiled by ``tcpdump -ddd``) runs in the kernel so the rest of the mirror never reaches Python:
 ARP, DHCP, ICMPv6 router advertisements, VLAN-tagged frames and broadcasts (MAC floods are).
 Frames go to :func:`capture.l2.parse_frame`; the caller feeds the events to the L2 checks.
+Linux takes a received frame's outer VLAN tag out of the frame (into its metadata) before any
+packet socket sees it, and the filter runs on what is left; the sniffer asks for that metadata
+(``PACKET_AUXDATA``) and puts the tag back, so a double-tagged frame shows both its tags.
 Without tcpdump the filter is skipped and a warning says so (the parser ignores what it does not
 need, at a higher CPU cost).
 """
@@ -24,7 +27,7 @@ from types import TracebackType
 
 from appliance.errors import CaptureError
 
-__all__ = ["L2_FILTER", "L2Sniffer", "compile_bpf", "l2_filter"]
+__all__ = ["L2_FILTER", "L2Sniffer", "compile_bpf", "l2_filter", "with_vlan_tag"]
 
 log = logging.getLogger("lateral.capture.sniffer")
 
@@ -36,6 +39,11 @@ L2_FILTER = f"{_L2_HEAD} or vlan"
 _ETH_P_ALL = 0x0003
 _SO_ATTACH_FILTER = 26
 _PACKET_OUTGOING = 4
+_SOL_PACKET = 263
+_PACKET_AUXDATA = 8
+_TP_STATUS_VLAN_VALID = 0x10
+_TP_STATUS_VLAN_TPID_VALID = 0x40
+_AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 
 
 def compile_bpf(expression: str) -> list[tuple[int, int, int, int]] | None:
@@ -51,6 +59,19 @@ def compile_bpf(expression: str) -> list[tuple[int, int, int, int]] | None:
     count = int(lines[0])
     values = [int(x) for x in lines[1:]]
     return [tuple(values[i:i + 4]) for i in range(0, count * 4, 4)]  # type: ignore[misc]
+
+
+def with_vlan_tag(frame: bytes, ancillary: list[tuple[int, int, bytes]]) -> bytes:
+    """``frame`` with the VLAN tag the kernel took out of it (``PACKET_AUXDATA``) put back."""
+    for level, kind, data in ancillary:
+        if level != _SOL_PACKET or kind != _PACKET_AUXDATA or len(data) < _AUXDATA.size:
+            continue
+        status, _len, _snap, _mac, _net, tci, tpid = _AUXDATA.unpack_from(data)
+        if status & _TP_STATUS_VLAN_VALID and len(frame) >= 12:
+            if not status & _TP_STATUS_VLAN_TPID_VALID or not tpid:
+                tpid = 0x8100
+            return frame[:12] + struct.pack("!HH", tpid, tci) + frame[12:]
+    return frame
 
 
 def l2_filter(tcp_ports: Iterable[int] = ()) -> str:
@@ -86,6 +107,7 @@ class L2Sniffer:
                 log.warning("tcpdump not found: the L2 sniffer runs without a kernel filter")
             else:
                 self._attach(program)
+            self._sock.setsockopt(_SOL_PACKET, _PACKET_AUXDATA, 1)
             self._sock.bind((interface, 0))
         except OSError as exc:
             self._sock.close()
@@ -109,12 +131,13 @@ class L2Sniffer:
             return out
         while len(out) < max_frames:
             try:
-                frame, addr = self._sock.recvfrom(self.max_frame)
+                frame, ancillary, _flags, addr = self._sock.recvmsg(
+                    self.max_frame, socket.CMSG_SPACE(_AUXDATA.size))
             except BlockingIOError:
                 break
             if addr[2] == _PACKET_OUTGOING:
                 continue
-            out.append((time.time(), frame))
+            out.append((time.time(), with_vlan_tag(frame, ancillary)))
         self.frames += len(out)
         return out
 

@@ -10,7 +10,11 @@ each client command prints one JSON object saying what it sent. Protocol dialogu
   ``telnet`` (TCP 23, a Debian login prompt that refuses every login).
 - ``db-query``, ``ssh-burst``: the client side of those dialogues, N connections.
 - ``telnet-login``: a telnet client answering the login and password prompts.
-- ``scan``, ``arp-spoof``: frames crafted with scapy and sent on ``eth0``.
+- ``ftp``, ``pop3``, ``imap`` services (TCP 21, 110, 143) that greet and refuse every login;
+  ``login PROTO``: a client that logs in with a cleartext password (``--quit``: greets and
+  leaves without logging in, the benign look-alike).
+- ``scan``, ``arp-spoof``, ``frames``: frames crafted with scapy and sent on ``eth0`` (``frames``:
+  IP spoofing, DHCP offers, router advertisements, VLAN tags, MAC floods).
 """
 
 from __future__ import annotations
@@ -123,6 +127,39 @@ def _telnet(conn: socket.socket, hostname: str) -> None:
     conn.sendall(b"Login incorrect\r\n")
 
 
+# Line-based mail/file services: the greeting, what a login attempt gets, the tagged answer.
+_LOGIN_SERVICES = {
+    "ftp": (21, b"220 (vsFTPd 3.0.3)\r\n"),
+    "pop3": (110, b"+OK Dovecot ready.\r\n"),
+    "imap": (143, b"* OK [CAPABILITY IMAP4rev1 LOGIN-REFERRALS] Dovecot ready.\r\n"),
+}
+
+
+def _login_service(conn: socket.socket, proto: str) -> None:
+    """Greet, answer each command line, refuse every login, end at QUIT/LOGOUT."""
+    conn.sendall(_LOGIN_SERVICES[proto][1])
+    while True:
+        line = _read_line(conn)
+        if not line:
+            return
+        word = line.split(b" ", 2)
+        verb = (word[1] if proto == "imap" and len(word) > 1 else word[0]).upper()
+        tag = word[0] + b" " if proto == "imap" else b""
+        if verb in (b"QUIT", b"LOGOUT"):
+            conn.sendall({"ftp": b"221 Goodbye.\r\n", "pop3": b"+OK Logging out.\r\n",
+                          "imap": b"* BYE Logging out\r\n" + tag + b"OK Logout completed.\r\n"
+                          }[proto])
+            return
+        if proto == "ftp":
+            conn.sendall(b"331 Please specify the password.\r\n" if verb == b"USER"
+                         else b"530 Login incorrect.\r\n")
+        elif proto == "pop3":
+            conn.sendall(b"+OK\r\n" if verb == b"USER" else b"-ERR [AUTH] Authentication "
+                         b"failed.\r\n")
+        else:
+            conn.sendall(tag + b"NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+
+
 def _dns(server: socket.socket, records: dict[str, str], tunnel_zone: str, sink: str) -> None:
     from scapy.layers.dns import DNS, DNSRR
 
@@ -159,6 +196,10 @@ def serve(spec: dict[str, Any]) -> int:
             target, args = _tcp_service, (_listen(ip, 3306), _db)
         elif service == "ssh":
             target, args = _tcp_service, (_listen(ip, 22), _ssh)
+        elif service in _LOGIN_SERVICES:
+            port = _LOGIN_SERVICES[service][0]
+            target, args = _tcp_service, (_listen(ip, port), partial(_login_service,
+                                                                     proto=service))
         elif service == "telnet":
             hostname = str(spec["hostname"])
             target, args = _tcp_service, (_listen(ip, 23), partial(_telnet, hostname=hostname))
@@ -256,15 +297,95 @@ def telnet_login(server: str, user: str, password: str) -> dict[str, Any]:
     return {"connections": 1, "completed": int(ok)}
 
 
-def scan(src: Host, target: Host, ports: Sequence[int], base_sport: int) -> dict[str, int]:
-    """nmap-style SYN probes (window 1024), one source port per destination port."""
+def login(proto: str, server: str, user: str, password: str, *, quit_only: bool) -> dict[str, Any]:
+    """An FTP/POP3/IMAP session: greeting, login with a cleartext password (unless
+    ``quit_only``), the server's refusal, goodbye. ``completed`` when every answer came."""
+    if proto == "ftp":
+        lines = [f"USER {user}", f"PASS {password}"]
+    elif proto == "pop3":
+        lines = [f"USER {user}", f"PASS {password}"]
+    else:
+        lines = [f'a1 LOGIN {user} "{password}"']
+    if quit_only:
+        lines = ["a1 CAPABILITY"] if proto == "imap" else ["NOOP"]
+    lines.append("a2 LOGOUT" if proto == "imap" else "QUIT")
+    ok = 0
+    try:
+        with _connect(server, _LOGIN_SERVICES[proto][0]) as sock:
+            reader = sock.makefile("rb")
+            ok = bool(reader.readline())
+            for line in lines:
+                time.sleep(0.1)
+                sock.sendall(line.encode() + b"\r\n")
+                answer = reader.readline()
+                if proto == "imap" and answer.startswith(b"* "):
+                    answer = reader.readline()
+                ok = ok and bool(answer)
+    except OSError:
+        ok = False
+    return {"connections": 1, "completed": int(ok)}
+
+
+def scan(src: Host, targets: Sequence[Host], ports: Sequence[int],
+         base_sport: int) -> dict[str, int]:
+    """nmap-style SYN probes (window 1024), one source port per (target, port)."""
     from scapy.sendrecv import sendp
 
     clock = Clock(int(time.time() * 1_000_000))
     frames = [syn_probe(clock, src, target, base_sport + i, port, open_port=False)[0]
-              for i, port in enumerate(ports)]
+              for i, (target, port) in enumerate((t, p) for t in targets for p in ports)]
     sendp(frames, iface="eth0", verbose=False, inter=0.01)
     return {"probes": len(frames)}
+
+
+def frames(kind: str, src: Host, args: Sequence[str], count: int) -> dict[str, int]:
+    """Crafted frames from ``src`` (see :mod:`lab.attacks` for the builders):
+
+    - ``spoof CLAIMED_IP TARGET``: TCP SYNs to TARGET (name,mac,ip) port 3306 from CLAIMED_IP;
+    - ``dhcp CLIENT_MAC YOUR_IP ROUTER``: a DHCP offer and ack from ``src`` as the server;
+    - ``ra PREFIX``: an IPv6 router advertisement from ``src``'s link-local address;
+    - ``vlan TAG...``: broadcast UDP frames with these VLAN tags (outermost first; two or more
+      tags: 802.1ad outside, 802.1Q inside, as a double-tagging attack sends them);
+    - ``mac-flood``: broadcast frames from ``count`` made-up source MACs, as fast as possible.
+    """
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+    from scapy.sendrecv import sendp
+
+    from lab.attacks import BROADCAST, _dhcp, _ra
+
+    out: list[Any] = []
+    inter = 0.05
+    if kind == "spoof":
+        claimed, target = args[0], _host(args[1])
+        clock = Clock(int(time.time() * 1_000_000))
+        fake = Host(src.name, src.mac, claimed)
+        out = [syn_probe(clock, fake, target, 45000 + n, 3306, open_port=False)[0]
+               for n in range(count)]
+    elif kind == "dhcp":
+        client, yiaddr, router = args
+        out = [_dhcp(src.mac, src.ip, m, client, yiaddr, router) for m in ("offer", "ack")]
+    elif kind == "ra":
+        mac = bytes.fromhex(src.mac.replace(":", ""))
+        eui = bytes([mac[0] ^ 2]) + mac[1:3] + b"\xff\xfe" + mac[3:]
+        ll = "fe80::" + ":".join(eui[i:i + 2].hex() for i in range(0, 8, 2))
+        out = [_ra(src.mac, ll, args[0]) for _ in range(count)]
+    elif kind == "vlan":
+        tags = [int(t) for t in args]
+        frame = Ether(src=src.mac, dst=BROADCAST)
+        for n, tag in enumerate(tags):
+            frame = frame / (Dot1AD(vlan=tag) if n == 0 and len(tags) > 1 else Dot1Q(vlan=tag))
+        out = [frame / IP(src=src.ip, dst="255.255.255.255") / UDP(sport=5000, dport=9)
+               for _ in range(count)]
+    elif kind == "mac-flood":
+        inter = 0.0
+        out = [Ether(src=f"02:66:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}:01",
+                     dst=BROADCAST) / IP(src=src.ip, dst="255.255.255.255")
+               / UDP(sport=1024 + n % 60000, dport=9) for n in range(count)]
+    else:
+        raise SystemExit(f"unknown frames kind {kind!r}")
+    sendp(out, iface="eth0", verbose=False, inter=inter)
+    return {"frames": len(out)}
 
 
 def arp_spoof(src: Host, claimed_ip: str, victim: Host, count: int) -> dict[str, int]:
@@ -295,9 +416,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("server")
     p.add_argument("--user", default="admin")
     p.add_argument("--password", default="Winter2024!")
+    p = sub.add_parser("login")
+    p.add_argument("proto", choices=sorted(_LOGIN_SERVICES))
+    p.add_argument("server")
+    p.add_argument("--user", default="alice")
+    p.add_argument("--password", default="Summer2024!")
+    p.add_argument("--quit", action="store_true", help="greet and leave: no login")
+    p = sub.add_parser("frames")
+    p.add_argument("kind", choices=("spoof", "dhcp", "ra", "vlan", "mac-flood"))
+    p.add_argument("src", help="name,mac,ip")
+    p.add_argument("args", nargs="*")
+    p.add_argument("--count", type=int, default=3)
     p = sub.add_parser("scan")
     p.add_argument("src", help="name,mac,ip")
-    p.add_argument("target", help="name,mac,ip")
+    p.add_argument("target", nargs="+", help="name,mac,ip")
     p.add_argument("--ports", type=int, nargs="+", required=True)
     p.add_argument("--sport", type=int, default=40000)
     p = sub.add_parser("arp-spoof")
@@ -316,8 +448,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = ssh_burst(args.server, args.count)
     elif args.cmd == "telnet-login":
         result = telnet_login(args.server, args.user, args.password)
+    elif args.cmd == "login":
+        result = login(args.proto, args.server, args.user, args.password, quit_only=args.quit)
+    elif args.cmd == "frames":
+        result = frames(args.kind, _host(args.src), args.args, args.count)
     elif args.cmd == "scan":
-        result = scan(_host(args.src), _host(args.target), args.ports, args.sport)
+        result = scan(_host(args.src), [_host(t) for t in args.target], args.ports, args.sport)
     else:
         result = arp_spoof(_host(args.src), args.claimed_ip, _host(args.victim), args.count)
     print(json.dumps(result), flush=True)

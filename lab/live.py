@@ -63,7 +63,7 @@ TUNNEL_ZONE = "t.exfil-lab.test"
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 _ROLES = (  # role, VM name, host number, services
     ("web", "web01", 10, ("http",)),
-    ("db", "db01", 20, ("db", "ssh", "telnet")),
+    ("db", "db01", 20, ("db", "ssh", "telnet", "ftp", "pop3", "imap")),
     ("dns", "dns01", 53, ("dns",)),
     ("ws", "ws01", 70, ()),
 )
@@ -458,8 +458,18 @@ def _write_files(lab: Lab) -> None:
     policy = lab.directory / "policy.yaml"
     vms = "".join(f"  - {{name: {g.vm}, macs: ['{g.mac}'], ips: [{g.ip}]}}\n"
                   for g in lab.guests)
-    policy.write_text("default_action: allow\nvms:\n" + vms
-                      + "checks:\n  scan: {ports: 10, hosts: 10, window: 60}\n")
+    from lab._hygiene import LEARNING, MGMT_HOST
+
+    dns = lab.guest("dns")
+    # dns01 is the network's DHCP server and IPv6 router; SUBNET.250 the hypervisor's
+    # management address, for the admin group only; first-seen pairs learned for a while.
+    policy.write_text(
+        "default_action: allow\nvms:\n" + vms
+        + "groups:\n  admin: {vms: [web01]}\n"
+        + "checks:\n  scan: {ports: 10, hosts: 10, window: 60}\n"
+        + f"  management: {{cidrs: [{lab.subnet}.{MGMT_HOST}/32], allow_from: [admin]}}\n"
+        + f"  first_seen: {{enabled: true, learning: {LEARNING}}}\n"
+        + f"  l2: {{dhcp_servers: ['{dns.mac}'], routers: ['{dns.mac}']}}\n")
     here = Path(__file__).resolve().parent
     rule_files = [str(here.parent / "rules" / "bundled" / "lateral-demo.rules"),
                   str(here / "lateral-lab.rules"), *lab.rules]
@@ -643,8 +653,9 @@ def _check_up(lab: Lab) -> None:
                             f"{lab.name}")
 
 
-def run_traffic(lab: Lab, rounds: int = 3) -> Report:
-    """Benign east-west traffic, ``rounds`` times: web pages, lookups, database queries."""
+def run_traffic(lab: Lab, rounds: int = 3, *, hygiene: bool = False) -> Report:
+    """Benign east-west traffic, ``rounds`` times: web pages, lookups, database queries; with
+    ``hygiene``, then the hygiene attacks' benign look-alikes (:func:`lab._hygiene.run_benign`)."""
     _check_up(lab)
     if rounds < 1:
         raise LabError("--rounds must be at least 1")
@@ -657,11 +668,17 @@ def run_traffic(lab: Lab, rounds: int = 3) -> Report:
         lookups += _lookup(ws, f"{web.vm}.{DOMAIN}")
         web_lookups += _lookup(web, f"{db.vm}.{DOMAIN}")
         db_ok += _client(lab, web, "db-query", db.ip, "--count", "1")["completed"]
+    extra: list[Sent] = []
+    if hygiene:
+        from lab._hygiene import run_benign
+
+        extra = run_benign(lab).sent
     return Report([
         Sent("http", ws.vm, web.vm, "TCP", 80, 2 * rounds, http + pages),
         Sent("dns", ws.vm, dns.vm, "UDP", 53, rounds, lookups),
         Sent("dns", web.vm, dns.vm, "UDP", 53, rounds, web_lookups),
         Sent("db", web.vm, db.vm, "TCP", 3306, rounds, db_ok),
+        *extra,
     ])
 
 
@@ -720,13 +737,17 @@ ATTACKS = {
 
 
 def run_attacks(lab: Lab, only: Sequence[str] = ()) -> Report:
-    """The attacks (all, or those named in ``only``), from the workstation."""
+    """The attacks (all, or those named in ``only``): those above, then the shared-switch
+    hygiene attacks of :mod:`lab._hygiene`."""
+    from lab._hygiene import HYGIENE
+
     _check_up(lab)
-    unknown = [a for a in only if a not in ATTACKS]
+    every = {**ATTACKS, **HYGIENE}
+    unknown = [a for a in only if a not in every]
     if unknown:
-        raise LabError(f"unknown attack {unknown[0]!r}", hint="one of: " + ", ".join(ATTACKS))
+        raise LabError(f"unknown attack {unknown[0]!r}", hint="one of: " + ", ".join(every))
     report = Report()
-    for name, attack in ATTACKS.items():
+    for name, attack in every.items():
         if not only or name in only:
             report.sent.extend(attack(lab))
     return report

@@ -16,6 +16,7 @@ app_proto the pipeline's fast path has decoded, and report through the :class:`D
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
@@ -196,6 +197,17 @@ class FirstSeenCheck:
         return self.dedup.flush()
 
 
+@functools.lru_cache(maxsize=4096)
+def _unbindable(ip: Any) -> bool:
+    """Addresses no inventory binds: link-local (every IPv6 interface has one, e.g. a router's
+    advertisements come from it) and unspecified (a DHCP client before its lease)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except (TypeError, ValueError):
+        return False
+    return addr.is_link_local or addr.is_unspecified
+
+
 class SpoofCheck:
     """IP spoofing: the flow's source MAC is one VM's, its source address is not that VM's."""
 
@@ -218,6 +230,8 @@ class SpoofCheck:
             return []
         macs = ether.get("src_macs") or ([ether["src_mac"]] if ether.get("src_mac") else [])
         src_ip = rec.get("src_ip")
+        if _unbindable(src_ip):
+            return []
         for mac in macs if isinstance(macs, list) else ():
             owned = self._ips_of.get(mac)
             if owned and src_ip not in owned:

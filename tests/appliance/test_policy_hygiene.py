@@ -118,6 +118,9 @@ def test_ip_spoofing_from_a_known_mac() -> None:
     out = p.process([
         _flow_mac("10.0.0.66", "52:54:00:00:00:42"),  # dev07 as itself: fine
         _flow_mac("10.0.0.66", "02:00:00:00:00:99"),  # an unknown MAC (a router): not judged
+        # Link-local (a router advertisement) and unspecified (a DHCP client): never bound.
+        _flow_mac("fe80:0000:0000:0000:5054:00ff:fe00:0042", "52:54:00:00:00:42", 1.0),
+        _flow_mac("0.0.0.0", "52:54:00:00:00:42", 1.5),
         _flow_mac("10.0.0.20", "52:54:00:00:00:42", 2.0),  # dev07 pretending to be db01
         _flow_mac("10.9.9.9", "52:54:00:00:00:42", 3.0),  # dev07 from an unbound address
     ]) + p.flush()

@@ -79,3 +79,10 @@ def test_parser_events(tmp_path: Path) -> None:
     # A truncated ARP body still yields the frame (counted), not an exception.
     truncated = bytes(ATTACKS["arp_spoof"]().attack[0])[:20]
     assert type(parse_frame(truncated, 0.0)).__name__ == "FrameInfo"
+
+
+def test_router_advertisement_parsed_with_login_ports_asked_for() -> None:
+    # Live, the sniffer always asks for the cleartext-login ports: RAs must still be parsed.
+    scenario = ATTACKS["rogue_ra"]()
+    event = parse_frame(bytes(scenario.attack[0]), 0.0, frozenset({21, 23, 80}))
+    assert isinstance(event, RaEvent)

@@ -86,3 +86,22 @@ def test_lateral_run_attaches_the_filter_that_matches_telnet(tmp_path: Path) -> 
         assert _matches(tmp_path, expression, [TELNET, VLAN_ARP]) == [True, True]
     finally:
         thread.sniffer.close()
+
+
+def test_the_tag_the_kernel_took_out_is_put_back() -> None:
+    import struct
+
+    from capture.l2 import parse_frame
+    from capture.sniffer import with_vlan_tag
+
+    inner = bytes(Ether(src=A, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=20)
+                  / IP(src="10.0.0.70", dst="255.255.255.255") / UDP(sport=5000, dport=9))
+    # tpacket_auxdata: status VLAN_VALID | VLAN_TPID_VALID, tci 10, tpid 802.1ad
+    aux = struct.pack("=IIIHHHH", 0x10 | 0x40, len(inner), len(inner), 0, 0, 10, 0x88A8)
+    frame = with_vlan_tag(inner, [(263, 8, aux)])
+    event = parse_frame(frame, 0.0)
+    assert event is not None and event.vlans == (10, 20)
+    assert frame[12:14] == b"\x88\xa8"
+    untagged = struct.pack("=IIIHHHH", 0, len(inner), len(inner), 0, 0, 0, 0)
+    assert with_vlan_tag(inner, [(263, 8, untagged)]) == inner
+    assert with_vlan_tag(inner, []) == inner
