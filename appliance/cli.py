@@ -201,10 +201,15 @@ def _cmd_policy_dry_run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from .policy.model import load_policy
-    from .policy.runner import dry_run
+    from .policy.runner import dry_run, dry_run_es
 
     settings = _settings(args)
-    findings = dry_run(settings, load_policy(Path(args.policy)), [Path(p) for p in args.eve])
+    policy = load_policy(Path(args.policy))
+    if args.es == bool(args.eve):
+        raise ConfigError("give EVE files or --es (the flows in the configured Elasticsearch), "
+                          "not both")
+    findings = (dry_run_es(settings, policy, since=args.since, until=args.until) if args.es
+                else dry_run(settings, policy, [Path(p) for p in args.eve]))
     if args.json:
         for finding in findings:
             sys.stdout.write(orjson.dumps(finding).decode() + "\n")
@@ -403,9 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = psub.add_parser("check", help="validate a policy file")
     c.add_argument("policy", metavar="POLICY")
     c.set_defaults(func=_cmd_policy_check)
-    c = psub.add_parser("dry-run", help="what the policy would raise on recorded EVE files")
+    c = psub.add_parser("dry-run", help="what the policy would raise on recorded traffic (EVE "
+                        "files, or the flows in Elasticsearch)")
     c.add_argument("--policy", required=True, metavar="FILE")
-    c.add_argument("eve", nargs="+", metavar="EVE")
+    c.add_argument("eve", nargs="*", metavar="EVE")
+    c.add_argument("--es", action="store_true",
+                   help="the flows the configured Elasticsearch (es: url, namespace) holds")
+    c.add_argument("--since", default="now-7d", metavar="TIME",
+                   help="with --es: from (date math such as now-7d, or an ISO date; "
+                        "default now-7d)")
+    c.add_argument("--until", metavar="TIME", help="with --es: until (default now)")
     config_arg(c)
     c.add_argument("--json", action="store_true", help="the findings as EVE JSON lines")
     c.set_defaults(func=_cmd_policy_dry_run)

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from rules import Rule
 
 __all__ = ["MAX_FIRED", "MAX_LIMIT", "NeverFired", "PairHits", "RuleHits", "RuleStats",
-           "active_enabled_rules", "check_time", "rule_stats", "rule_stats_for"]
+           "active_enabled_rules", "check_time", "check_window", "connect_configured",
+           "rule_stats", "rule_stats_for"]
 
 MAX_LIMIT = 1000  # rows per list
 MAX_FIRED = 200_000  # (source VM, destination VM, sid) buckets read back
@@ -80,7 +81,7 @@ def _parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _check_window(since: str | None, until: str | None) -> None:
+def check_window(since: str | None, until: str | None) -> None:
     for bound in (since, until):
         if bound is not None:
             check_time(bound)
@@ -239,7 +240,7 @@ def rule_stats(client: Elasticsearch, *, namespace: str, enabled: Mapping[int, s
 
     if not 1 <= limit <= MAX_LIMIT:
         raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}")
-    _check_window(since, until)
+    check_window(since, until)
     rng = {k: v for k, v in (("gte", since), ("lte", until)) if v}
     query: dict[str, Any] = {"bool": {"filter": [{"range": {"@timestamp": rng}}] if rng else []}}
     index = data_stream("alert", namespace)
@@ -306,7 +307,8 @@ def active_enabled_rules(settings: Settings,
     return vid, {r.sid: r.msg for r in parsed if r.enabled}
 
 
-def _connect(conn: EsSettings, timeout: float) -> Elasticsearch:
+def connect_configured(conn: EsSettings, timeout: float) -> Elasticsearch:
+    """A client for the configured cluster (a clear error when none is configured)."""
     from ._client import connect
 
     if conn.url is None:
@@ -323,9 +325,9 @@ def rule_stats_for(settings: Settings, *, since: str | None = "now-24h",
     """:func:`rule_stats` on the settings' cluster and namespace, for the active ruleset."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}")
-    _check_window(since, until)
+    check_window(since, until)
     version, enabled = active_enabled_rules(settings, rules)
-    client = _connect(settings.es, timeout)
+    client = connect_configured(settings.es, timeout)
     try:
         return rule_stats(client, namespace=settings.es.namespace, enabled=enabled,
                           since=since, until=until, limit=limit, version=version)

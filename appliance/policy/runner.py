@@ -1,13 +1,14 @@
 """Putting a policy to work: the checks it enables, the inventory it adds, and the dry-run.
 
-The dry-run evaluates a policy against recorded EVE records (a file Lateral or Suricata wrote)
-with the same checks the pipeline runs, and returns the findings that would have fired — so a
-team can try a policy on last week's traffic before enforcing it.
+The dry-run evaluates a policy against recorded EVE records — a file Lateral or Suricata wrote,
+or what a sensor shipped to Elasticsearch (:func:`dry_run_es`) — with the same checks the
+pipeline runs, and returns the findings that would have fired: a team can try a policy on last
+week's traffic before enforcing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from .hygiene import FirstSeenCheck, ManagementCheck, ScanCheck, SpoofCheck
 from .model import PolicyFile
 from .segmentation import Segmentation
 
-__all__ = ["build_checks", "dry_run", "policy_inventory"]
+__all__ = ["build_checks", "dry_run", "dry_run_batches", "dry_run_es", "policy_inventory"]
 
 
 def build_checks(policy: PolicyFile, inventory: Inventory | None = None, *,
@@ -71,16 +72,44 @@ def dry_run(
     settings: Settings, policy: PolicyFile, eve_files: Sequence[Path]
 ) -> list[dict[str, Any]]:
     """Run the policy's checks over recorded EVE files; return the findings (final counts)."""
+    for path in eve_files:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such EVE file")
+
+    def batches() -> Iterator[Sequence[bytes]]:
+        for path in eve_files:
+            with EveReader(path) as reader:
+                while batch := reader.read_lines():
+                    yield batch
+
+    return dry_run_batches(settings, policy, batches())
+
+
+def dry_run_es(settings: Settings, policy: PolicyFile, *, since: str | None,
+               until: str | None) -> list[dict[str, Any]]:
+    """The dry-run over the flows the configured Elasticsearch holds for the configured
+    namespace in the window (``since``/``until``: date math or ISO 8601)."""
+    from ..es.recorded import recorded_batches
+    from ..es.stats import check_window, connect_configured
+
+    check_window(since, until)
+    client = connect_configured(settings.es, 60.0)
+    try:
+        return dry_run_batches(settings, policy, recorded_batches(
+            client, settings.es.namespace, since=since, until=until))
+    finally:
+        client.close()
+
+
+def dry_run_batches(settings: Settings, policy: PolicyFile,
+                    batches: Iterable[Sequence[bytes]]) -> list[dict[str, Any]]:
+    """The dry-run over batches of EVE lines, in time order."""
     inventory = policy_inventory(settings, policy)
     pipeline = Pipeline(sensor=settings.sensor, inventory=inventory,
                         checks=build_checks(policy, inventory))
     lines: list[bytes] = []
-    for path in eve_files:
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such EVE file")
-        with EveReader(path) as reader:
-            while batch := reader.read_lines():
-                lines.extend(x for x in pipeline.process(batch) if b'"event_type":"policy"' in x)
+    for batch in batches:
+        lines.extend(x for x in pipeline.process(batch) if b'"event_type":"policy"' in x)
     lines.extend(pipeline.flush())
     return _latest_by_id(orjson.loads(x) for x in lines)
 
