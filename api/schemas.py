@@ -2,7 +2,8 @@
 
 Pydantic lives here, at the edge; the libraries hand back their own dataclasses and dicts, which
 the routes pour into these. Every input is bounded (lengths, ranges) so that a request cannot
-ask for unbounded work.
+ask for unbounded work. Booleans in bodies are strict (``StrictBool``): ``0``, ``1`` or
+``"yes"`` are not the JSON ``true``/``false`` the document promises, and are a 422.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from .tokens import Role
 
@@ -165,12 +166,12 @@ class VersionsPublic(BaseModel):
 
 class UpdateRequest(_In):
     why: str = Field(default="API update", max_length=200)
-    offline: bool | None = None
-    allow_shrink: bool = Field(default=False, description="let this update through the shrink "
-                               "guard (a candidate losing more than rules.max_shrink of the "
-                               "active version's enabled rules)")
-    if_changed: bool = Field(default=False, description="make no new version when the "
-                             "candidate equals the active one (outcome 'unchanged')")
+    offline: StrictBool | None = None
+    allow_shrink: StrictBool = Field(
+        default=False, description="let this update through the shrink guard (a candidate "
+        "losing more than rules.max_shrink of the active version's enabled rules)")
+    if_changed: StrictBool = Field(default=False, description="make no new version when the "
+                                   "candidate equals the active one (outcome 'unchanged')")
 
 
 class RollbackRequest(_In):
@@ -269,7 +270,7 @@ class SourceCreate(_In):
 
 
 class SourceUpdate(_In):
-    enabled: bool
+    enabled: StrictBool
 
 
 class PolicyEntry(_In):
@@ -277,7 +278,7 @@ class PolicyEntry(_In):
     entry: str = Field(min_length=1, max_length=1000, pattern=r"^[^\r\n]+$",
                        description='a sid, gid:sid, re:REGEX, group:FILE, "metadata: K V"; '
                        'modify: MATCHER "FROM" "TO"')
-    remove: bool = False
+    remove: StrictBool = False
 
 
 class PolicyEntries(BaseModel):
@@ -355,7 +356,7 @@ class OvsMirrorCreate(_In):
 
     name: OvsName = "lateral"
     bridge: OvsName
-    select_all: bool = False
+    select_all: StrictBool = False
     ifaces: list[OvsName] = Field(default=[], max_length=256,
                                   description="VM ports by interface name")
     iface_ids: list[ExternalId] = Field(default=[], max_length=256,
@@ -366,8 +367,9 @@ class OvsMirrorCreate(_In):
     output_port: OvsName | None = Field(default=None, description="the capture NIC's port")
     output_vlan: int | None = Field(default=None, ge=1, le=4095)
     output_tunnel: TunnelCreate | None = None
-    purge_flows: bool = Field(default=False, description="drop the local switch's cached "
-                              "datapath flows after the change (busy flows follow at once)")
+    purge_flows: StrictBool = Field(default=False, description="drop the local switch's "
+                                    "cached datapath flows after the change (busy flows follow "
+                                    "at once)")
 
     @model_validator(mode="after")
     def _one_output_some_selection(self) -> OvsMirrorCreate:
@@ -407,7 +409,7 @@ class BridgeMirrorCreate(_In):
 
     taps: list[IfName] = Field(min_length=1, max_length=256)
     output: IfName = Field(description="where the copies go (the capture NIC, or a veth to it)")
-    ingress_only: bool = Field(default=False, description="only what each tap's VM sends")
+    ingress_only: StrictBool = Field(default=False, description="only what each tap's VM sends")
 
 
 class BridgeMirrorPublic(BaseModel):

@@ -124,8 +124,10 @@ def create_bridge_mirrors(body: BridgeMirrorCreate, request: Request,
 @router.delete("/mirrors/bridge/{tap}", status_code=204, response_class=Response)
 def delete_bridge_mirror(tap: Annotated[str, Path(pattern=_IFNAME)], request: Request,
                          _who: Operator) -> Response:
-    """Remove Lateral's mirror from ``tap`` (404 if it carries none)."""
+    """Remove Lateral's mirror from ``tap`` (404 if it carries none or does not exist)."""
     request.state.audit_summary = f"remove the mirror from tap {tap}"
+    if not nic_state(tap)["exists"]:
+        raise HTTPException(404, f"no interface {tap}")
     if not detach_taps([tap]):
         raise HTTPException(404, f"{tap} carries no mirror of Lateral's")
     return Response(status_code=204)

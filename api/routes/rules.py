@@ -35,8 +35,10 @@ LocalName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.rule
 
 
 def _time_bound(value: str | None) -> str | None:
+    # An empty bound stays "" here (the route makes it None): Query's max_length is checked
+    # after this validator, on its result, and None has no length.
     if not value:
-        return None
+        return value
     try:
         return check_time(value)
     except ConfigError as exc:
@@ -92,7 +94,7 @@ def stats(
 ) -> RuleStatsPublic:
     """Rule hit statistics from Elasticsearch: the rules that fire most, the enabled rules of the
     active ruleset that never fired, and alerts per source VM → destination VM."""
-    result = rule_stats_for(settings, since=since, until=until, limit=limit,
+    result = rule_stats_for(settings, since=since or None, until=until or None, limit=limit,
                             rules=ruleset(rule_store(settings), None))
     return RuleStatsPublic.model_validate(result.to_dict())
 

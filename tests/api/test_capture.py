@@ -176,3 +176,9 @@ def test_a_missing_capture_nic_and_an_unreachable_switch(
         assert_problem(operator.post("/capture/mirrors/ovs", json={
             "bridge": "br0", "select_all": True, "output_vlan": 5}), 503)
         assert_problem(operator.get("/capture/inventory"), 503)
+
+
+def test_removing_the_mirror_of_a_missing_tap_is_404(server: Server) -> None:
+    with server.client("operator") as operator:
+        body = assert_problem(operator.delete("/capture/mirrors/bridge/lat-notap0"), 404)
+        assert body["detail"] == "no interface lat-notap0"

@@ -176,3 +176,15 @@ def test_update_if_changed_makes_no_new_version(operator: httpx.Client) -> None:
     assert operator.get("/rules/versions").json()["active"] == first["report"]["version"]
     bad = operator.post("/rules/update", json={"allow_shrink": "sometimes"})
     assert bad.status_code == 422
+
+
+def test_what_schemathesis_found_is_fixed(operator: httpx.Client) -> None:
+    # an empty time bound is "no bound", not a 500 (max_length ran on the validator's None)
+    body = assert_problem(operator.get("/rules/stats", params={"until": ""}), 503)
+    assert "es.url" in str(body["detail"])
+    # a JSON boolean is true or false: 0, 1 or "yes" are 422 (pydantic's lax mode took them)
+    for payload in ({"why": "x", "if_changed": 0}, {"why": "x", "offline": 1}):
+        assert_problem(operator.post("/rules/update", json=payload), 422)
+    assert_problem(operator.post("/rules/policy", json={"kind": "drop", "entry": "1",
+                                                        "remove": 0}), 422)
+    assert_problem(operator.patch("/rules/sources/none", json={"enabled": "yes"}), 422)

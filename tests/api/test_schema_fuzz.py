@@ -1,0 +1,186 @@
+"""schemathesis against the API's own OpenAPI document, on a real uvicorn server over TLS.
+
+Every operation the document lists is fuzzed with an admin token (positive and negative cases,
+deterministic: a fixed seed and ``deterministic`` generation, at most ``MAX_EXAMPLES`` cases an
+operation) and every response must pass schemathesis's checks: no 5xx, a status code, content
+type (``application/problem+json`` for errors), headers and body the document declares, invalid
+input rejected (a 4xx), auth enforced. Schema-valid input may still be a 422 where the document
+cannot say what is valid (a rule Suricata rejects, "exactly one of" two fields, an interface or
+bridge that does not exist): ``positive_data_acceptance`` admits 422 besides 2xx/401/403/404/409.
+
+The document is the app's own (:func:`api.app.create_app`'s ``openapi()``, built at collection
+so that pytest lists one test per operation; the fixture checks the server serves the same
+document). The server runs on a throw-away state directory (one bundled-rules version) in a
+network namespace of the test's own, so the ``tc mirred`` routes can only touch that namespace's
+interfaces; the OVSDB it reaches is a private ``ovsdb-server`` on a socket in the temporary
+directory (an empty Open_vSwitch database), never a switch on this machine.
+
+Nothing is excluded: no operation stops the server or reaches outside the namespace. Three
+answer 503 by design here, and only with the documented body saying why (``DEPENDENCY_503``):
+readiness with no engine running, and the two Elasticsearch reads with ``es.url`` unset (the
+namespace cannot reach the test Elasticsearch on the host's loopback; test_findings_es.py and
+test_rule_stats_es.py run those routes against it). Every other 5xx fails.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from pyroute2 import netns
+from schemathesis.checks import not_a_server_error
+
+from api.app import create_app
+from api.server import build_server
+from api.settings import ApiSettings, api_paths
+from api.state import ApiState
+from api.tokens import Role
+from appliance.config import load_settings
+from rules import RuleStore
+
+from .conftest import BUNDLED, _free_port, add_version
+
+pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow]
+
+MAX_EXAMPLES = 12
+SEED = 20250607
+VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+
+
+def _document() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="lateral-openapi-") as tmp:
+        app = create_app(load_settings(None, state_dir=tmp))
+        return app.openapi()
+
+
+DOCUMENT = _document()
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.from_dict({
+    "seed": SEED,
+    "request-timeout": 120,
+    "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
+    "checks": {"positive_data_acceptance": {
+        "expected-statuses": ["2xx", "401", "403", "404", "409", "422", "429", "5xx"]}},
+}))
+
+# (method, path) -> what the 503's body must say: the dependency is missing, not broken.
+DEPENDENCY_503 = {
+    ("GET", "/health/ready"): "no Suricata command socket",
+    ("GET", "/findings"): "not configured (es.url)",
+    ("GET", "/rules/stats"): "not configured (es.url)",
+}
+
+
+@contextmanager
+def private_ovsdb(directory: Path) -> Iterator[str]:
+    """An ovsdb-server of the test's own with an empty Open_vSwitch database; its address."""
+    db, sock = directory / "conf.db", directory / "db.sock"
+    subprocess.run(["ovsdb-tool", "create", str(db), VSWITCH_SCHEMA], check=True,
+                   capture_output=True, timeout=30)
+    proc = subprocess.Popen(
+        ["ovsdb-server", str(db), f"--remote=punix:{sock}", f"--unixctl={directory / 'ctl'}",
+         "--no-chdir", f"--log-file={directory / 'ovsdb-server.log'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "ovsdb-server failed"
+            time.sleep(0.05)
+        subprocess.run(["ovs-vsctl", f"--db=unix:{sock}", "--no-wait", "init"], check=True,
+                       capture_output=True, timeout=30)
+        yield f"unix:{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def private_netns(name: str) -> Iterator[str]:
+    """A network namespace with only its loopback, up."""
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
+                       capture_output=True, timeout=30)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30,
+                       check=False)
+
+
+@dataclass
+class Fuzzed:
+    url: str
+    cert: str
+    token: str
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+    if os.geteuid() != 0:
+        pytest.fail("the fuzzed server runs in a network namespace of its own: needs root")
+    tmp = tmp_path_factory.mktemp("fuzz")
+    state_dir = tmp / "state"
+    with ExitStack() as stack:
+        name = stack.enter_context(private_netns(f"lat-fuzz-{os.getpid()}"))
+        ovsdb = stack.enter_context(private_ovsdb(tmp))
+        s = load_settings(None, state_dir=str(state_dir), capture={"ovsdb": ovsdb})
+        add_version(RuleStore(state_dir / "rules"), BUNDLED, "bundled demo rules")
+        api = ApiSettings(auth_failures_per_minute=10_000)
+        state = ApiState.build(s, api)
+        token = state.tokens.create("fuzz-admin", Role.admin)[1]
+        server = build_server(s, api, host="127.0.0.1", port=_free_port(), state=state,
+                              log_config=False)
+
+        def run() -> None:
+            netns.setns(name)  # this thread and the ones it starts (the API's thread pool)
+            server.run()
+
+        thread = threading.Thread(target=run, name="uvicorn-fuzz", daemon=True)
+        thread.start()
+
+        @stack.callback
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(timeout=120)
+            assert not thread.is_alive(), "the API server did not stop"
+
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.02)
+        fuzz = Fuzzed(f"https://127.0.0.1:{server.config.port}",
+                      str(api_paths(s, api).tls_dir / "cert.pem"), token)
+        netns.pushns(name)  # the client (this thread) reaches the server's loopback
+        stack.callback(netns.popns)
+        served = httpx.get(f"{fuzz.url}/openapi.json", timeout=60,
+                           verify=ssl.create_default_context(cafile=fuzz.cert))
+        assert served.json() == DOCUMENT
+        yield fuzz
+
+
+@schema.parametrize()
+@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_every_operation_conforms_to_the_document(case: schemathesis.Case,
+                                                  fuzzed: Fuzzed) -> None:
+    expected_503 = DEPENDENCY_503.get((case.method.upper(), case.path))
+    response = case.call_and_validate(
+        base_url=fuzzed.url, verify=fuzzed.cert,
+        headers={"Authorization": f"Bearer {fuzzed.token}"},
+        excluded_checks=[not_a_server_error] if expected_503 else [])
+    if expected_503 and response.status_code >= 500:
+        assert response.status_code == 503, response.text
+        assert expected_503 in response.text, response.text
