@@ -12,7 +12,8 @@ registers the ET Open files as a ``file://`` source (``POST /rules/sources``), s
 (``POST /rules/update``: 202 and a job) and polls ``GET /jobs/{id}`` until the job is done;
 traffic goes on for a few seconds after. The tests check that no packet was lost (Suricata's own
 counters), that the running engine and ``GET /status`` show the version and counts the job
-reported, and that ``POST /rules/rollback`` brings the bundled version back into the engine.
+reported, the job's report itself (the ET Open update's duration is printed, run with ``-s``),
+and that ``POST /rules/rollback`` brings the bundled version back into the engine.
 """
 
 from __future__ import annotations
@@ -246,6 +247,23 @@ def test_update_job_under_live_traffic_swaps_the_set_with_no_packet_lost(
     assert kernel_drops == 0
     assert kernel_packets == traffic.sent
     assert decoded == traffic.sent
+
+
+def test_et_open_update_from_a_file_source_through_the_api_completes(
+        appliance: Appliance) -> None:
+    job, report = appliance.job, appliance.job["report"]
+    assert job["state"] == "succeeded" and job["error"] is None, job
+    assert job["kind"] == "rules.update" and job["requested_by"] == "api:automation"
+    assert [(s["name"], s["state"], s["enabled"]) for s in report["sources"]] == [
+        ("et-open", "fetched", ET_OPEN_ACTIVE)]
+    assert report["reload"]["loaded"] > 20_000 and report["reload"]["failed"] == 0
+    assert report["rejected"] == [] and report["dropped"] == []
+    assert all(c["ok"] and not c["skipped"] for c in report["canaries"]), report["canaries"]
+    steps = ", ".join(f"{s['name']} {s['seconds']:.1f} s" for s in job["progress"])
+    print(f"\nET Open update through the API: {report['reload']['loaded']} rules loaded, "
+          f"{report['reload']['failed']} failed; job {appliance.job_seconds:.1f} s from "
+          f"POST /rules/update to done (the update's own {report['seconds']:.1f} s; steps, "
+          f"the canary running beside the validation: {steps})")
 
 
 def test_rollback_through_the_api_restores_the_previous_version(appliance: Appliance) -> None:
