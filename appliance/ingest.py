@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
+from .config import Settings, VmIdentity
+from .enrich import Inventory
 from .errors import ConfigError
 from .eve.checkpoint import Checkpoint, CheckpointStore
 from .eve.reader import EveReader
@@ -46,12 +47,14 @@ def ingest(
     side: Callable[[], list[dict[str, Any]]] | None = None,
     flow_tap: FlowTap | None = None,
     stats_extra: Callable[[], Mapping[str, Any]] | None = None,
+    inventory_updates: Callable[[], Sequence[VmIdentity] | None] | None = None,
 ) -> PipelineCounters:
     """Run ``input_path`` through the pipeline into ``output_path``; return the counters.
 
     ``side`` returns findings made outside the EVE stream (the L2 sniffer, mirror health);
     ``flow_tap`` sees each flow record's counts (mirror health); ``stats_extra`` adds fields to
-    the pipeline's part of each stats record.
+    the pipeline's part of each stats record; ``inventory_updates`` returns a new VM inventory
+    when the switch's changed (taken between two batches, so no record sees half of each).
     """
     if not follow and not input_path.exists():
         raise ConfigError(f"{input_path}: no such EVE file",
@@ -98,6 +101,8 @@ def ingest(
         last_data = last_commit
         dirty = False
         while stop is None or not stop.is_set():
+            if inventory_updates is not None and (fresh := inventory_updates()) is not None:
+                pipeline.inventory = Inventory(fresh)
             lines = rd.read_lines()
             now = time.monotonic()
             if lines:

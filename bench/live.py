@@ -83,9 +83,11 @@ def counters(sock_path: Path) -> tuple[int, int]:
 
 def send(interface: str, pcap: Path, pps: int, seconds: float, frames: int) -> int:
     """tcpreplay at ``pps`` for about ``seconds``; the packets it sent."""
-    loops = max(1, round(pps * seconds / frames))
+    want = max(1, round(pps * seconds))
+    loops = -(-want // frames)
+    limit = ["--limit", str(want)] if want < frames * loops else []
     proc = subprocess.run(["tcpreplay", "-i", interface, "--pps", str(pps), "--loop",
-                           str(loops), str(pcap)], capture_output=True, text=True,
+                           str(loops), *limit, str(pcap)], capture_output=True, text=True,
                           timeout=seconds * 20 + 120, check=False)
     sent = _SENT.search(proc.stdout)
     if proc.returncode != 0 or sent is None:
