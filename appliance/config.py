@@ -220,10 +220,15 @@ class MirrorHealthSettings(_Model):
     """Is the mirror delivering each VM's traffic? (``capture.mirror_health``)
 
     Every ``interval`` seconds the switch's per-port counters (OVSDB ``Interface.statistics``)
-    are compared with the packets Suricata's flow records attribute to the same VM. A flow is
+    are compared with the packets Suricata's flow records attribute to the same VM, plus the
+    frames no flow gives to it (broadcasts and multicasts credited to every VM they flood to,
+    ARP), which a small sniffer counts on the capture NIC when ``l2_frames`` is on. A flow is
     reported when it ends and times out, so a window is judged only ``settle`` seconds after it
-    closed, on the sum of its last ``span`` windows; a direction is judged only when the switch
-    counted ``min_packets`` in it (ARP and broadcasts count on the switch, not in flows).
+    closed, on the sum of its last ``span`` windows, the engine's side widened by ``tolerance``
+    seconds each way (OVS refreshes its counters every 5 s); a direction is judged only when the
+    switch counted ``min_packets`` in it. A direction seen below ``stopped_ratio`` is missing:
+    all missing is *stopped*, one missing while another is seen at ``partial_ratio`` or more is
+    *partial* (see :mod:`capture.mirror_health`).
     """
 
     enabled: bool | None = None  # default: when OVSDB is configured or the local one exists
@@ -233,6 +238,10 @@ class MirrorHealthSettings(_Model):
     settle: float = Field(default=75.0, ge=0, le=3600)
     span: int = Field(default=3, ge=1, le=1000)
     switch_lag: float = Field(default=2.5, ge=0, le=600)
+    # Seconds the engine's side is widened by on each side (OVS counters lag by up to ~5 s).
+    tolerance: float = Field(default=5.0, ge=0, le=600)
+    # Count broadcasts, multicasts and ARP on the capture NIC (they are in no VM's flows).
+    l2_frames: bool = True
     min_packets: int = Field(default=50, ge=1)
     partial_ratio: float = Field(default=0.5, gt=0, le=1)
     stopped_ratio: float = Field(default=0.05, ge=0, lt=1)

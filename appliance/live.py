@@ -16,7 +16,8 @@ One process ties the pieces together:
    thread and reload this engine;
 7. with a switch to ask (``capture.ovsdb``, or the local OVSDB socket), mirror health
    (:mod:`capture.mirror_watch`) compares each VM port's counters with what the engine's flow
-   records show of that VM, adds findings and a per-VM visibility to the stats records.
+   records show of that VM (and the broadcasts and ARP a small sniffer counts on the capture
+   NIC), adds findings and a per-VM visibility to the stats records.
 """
 
 from __future__ import annotations
@@ -112,8 +113,10 @@ def _status_line(sock: SuricataSocket, counters: PipelineCounters,
     return line
 
 
-def _mirror_watch(settings: Settings) -> MirrorWatch | None:
-    """Mirror health when a switch can be asked: ``capture.ovsdb`` or the local OVSDB."""
+def _mirror_watch(settings: Settings, interface: str | None = None,
+                  ) -> MirrorWatch | None:
+    """Mirror health when a switch can be asked: ``capture.ovsdb`` or the local OVSDB; it
+    counts broadcasts and ARP on ``interface`` (the capture NIC)."""
     spec = settings.capture.mirror_health
     enabled = spec.enabled
     if enabled is None:
@@ -125,7 +128,8 @@ def _mirror_watch(settings: Settings) -> MirrorWatch | None:
     # switch port and its flows meet on the same key.
     policy = load_policy(settings.policy) if settings.policy is not None else None
     return MirrorWatch(spec, policy_inventory(settings, policy).vms,
-                       lambda: OvsdbClient.connect(address, timeout=5.0), address=address)
+                       lambda: OvsdbClient.connect(address, timeout=5.0), address=address,
+                       interface=interface)
 
 
 def _sides(*takers: Callable[[], list[dict[str, Any]]] | None,
@@ -171,7 +175,7 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
                             ready_timeout=settings.engine.startup_timeout)
     eve_out = settings.output.eve or settings.state_dir / "eve.json"
     l2 = _L2Thread.for_settings(settings, interface)
-    health = _mirror_watch(settings)
+    health = _mirror_watch(settings, interface)
     side = _sides(l2.take if l2 is not None else None,
                   health.take if health is not None else None)
     counters_box: list[PipelineCounters] = []

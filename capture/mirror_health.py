@@ -2,11 +2,30 @@
 
 The switch counts what each VM port sends and receives (OVSDB ``Interface.statistics``:
 ``rx_packets`` is what the switch received from the VM — the VM *sent* it — and ``tx_packets``
-what it delivered to the VM). The engine's flow records say how many packets it saw from and to
-each VM (``pkts_toserver``/``pkts_toclient``, from the client's and the server's side). A working
-mirror makes the two agree, give or take the frames Suricata does not put in flows (ARP,
-broadcasts); a broken one shows up as an engine count far below the switch's — in both directions
-(*stopped*) or in one (*partial*, e.g. a mirror that selects only one direction of a port).
+what it delivered to the VM). The appliance counts what it saw of each VM on the mirror: the
+packets of Suricata's flow records (``pkts_toserver``/``pkts_toclient``, from the client's and
+the server's side) plus the frames no flow record gives to that VM, counted by a small sniffer on
+the capture NIC (:mod:`capture.mirror_watch`). A working mirror makes the two agree; a broken one
+shows up as the appliance's count far below the switch's — in every direction (*stopped*) or in
+one (*partial*, e.g. a mirror that selects only one direction of a port).
+
+What the switch counts and flow records miss, and how each is accounted for:
+
+- *Flooded frames* (broadcast, multicast: ARP requests, DHCP, IPv6 ND/RA, mDNS, a MAC flood)
+  are one frame on the mirror but one ``tx_packets`` on every port they reach; a flow record
+  gives them to the sender at most. Each group-addressed frame the sniffer sees is credited as
+  received to every VM but its sender (:meth:`MirrorJudge.l2`, ``flooded``). This can only credit
+  too much (a port in another VLAN, multicast snooping), which never hides a stopped mirror: the
+  credit comes from the same mirror, and a mirror that delivers nothing credits nothing.
+- *Non-IP frames* (ARP replies, ARP spoofing) are in no flow: the sniffer credits their sender
+  and, when unicast, their receiver.
+- Unanswered or refused connections (a SYN scan, closed ports) *are* flows: Suricata reports
+  them when their ``new`` timeout expires (``engine.flow_timeouts``), within ``settle``.
+- *Timing*: OVS refreshes ``Interface.statistics`` every 5 s, so a switch count lands in a window
+  up to ``switch_lag`` ± a few seconds from when its packets flowed, and a burst (an attack) may
+  fall in a different window on each side. The engine's counts are therefore summed over the
+  judged span widened by ``tolerance`` seconds on each side (it can only add to the engine's
+  side, never hide a mirror that delivers nothing for longer than that).
 
 :class:`MirrorJudge` is fed, with times in seconds since the epoch:
 
@@ -14,19 +33,31 @@ broadcasts); a broken one shows up as an engine count far below the switch's —
   snapshots bound a *window* holding the switch's deltas;
 - :meth:`~MirrorJudge.engine`: one flow record's counts for its two ends, spread over the windows
   its packets fell in (``flow.start`` … ``flow.end``, proportionally to time);
-- :meth:`~MirrorJudge.judge`: judges each window that closed at least ``settle`` seconds ago (a
-  flow is reported only when it ends and times out, so later windows are not complete yet), on
-  the sum of its last ``span`` windows, and returns :class:`HealthChange` events.
+- :meth:`~MirrorJudge.l2`: frames the sniffer saw at a time (see above);
+- :meth:`~MirrorJudge.judge`: judges each window that closed at least ``settle`` + ``tolerance``
+  seconds ago (a flow is reported only when it ends and times out, so later windows are not
+  complete yet), on the sum of its last ``span`` windows, and returns :class:`HealthChange`
+  events.
 
 A direction is judged only when the switch counted at least ``min_packets`` in it; a VM with no
-judged direction is *quiet* and keeps its state. Hysteresis: a VM becomes *partial*/*stopped*
-after ``raise_after`` bad judgements in a row and *ok* again after ``clear_after`` good ones, so a
-window at the edge never makes the state flap. Counters that go backwards (an interface
-re-created) restart that port's baseline.
+judged direction is *quiet* and keeps its state. A judged direction is *missing* when the
+appliance saw less than ``stopped_ratio`` of it. The verdict is *stopped* when every judged
+direction is missing, *partial* when one is missing while another is seen at ``partial_ratio``
+or more — the signature of a mirror that selects one direction — and *ok* otherwise. A direction
+seen between the two ratios raises nothing (its ratio is in the stats): traffic the appliance
+cannot attribute to the right VM (spoofed addresses, unknown-unicast floods) makes ratios
+inexact, while a mirror fault makes a direction vanish.
+
+Hysteresis: a VM becomes *partial*/*stopped* after ``raise_after`` bad judgements whose evidence
+(span and tolerance) does not overlap — so one burst, one late flow record or one misaligned
+refresh, which all touch only overlapping spans, never raises alone — and *ok* again after
+``clear_after`` good judgements in a row. Counters that go backwards (an interface re-created)
+restart that port's baseline.
 
 Limits: a long-lived flow is reported only when it ends, so while it lasts its packets are
 missing from the engine's side (its VM may look partial until then); traffic between two VMs
-that are both on the selected ports is counted once on each.
+that are both on the selected ports is counted once on each; frames the sniffer's socket drops
+in a broadcast storm are not credited.
 """
 
 from __future__ import annotations
@@ -51,7 +82,12 @@ __all__ = [
 
 OK, PARTIAL, STOPPED, QUIET, UNKNOWN = "ok", "partial", "stopped", "quiet", "unknown"
 BAD = frozenset({PARTIAL, STOPPED})
-_MAX_PENDING = 200_000  # flow counts waiting for their window to close
+_MAX_PENDING = 200_000  # counts waiting for their window to close
+_FLOOD = ""  # the pending key of flooded frames (a VM key is never empty)
+
+# A count waiting for its window: (vm, counts, t0, t1), the counts as in _Window.engine; for
+# the _FLOOD key, the first count is the number of flooded frames.
+_Count = tuple[str, tuple[float, float, float, float, float], float, float]
 
 
 def vm_key(vm: Mapping[str, Any]) -> str:
@@ -91,10 +127,12 @@ class Visibility:
     verdict: str  # the last judgement: ok | partial | stopped | quiet
     switch_sent: int = 0
     switch_received: int = 0
-    engine_sent: int = 0
+    engine_sent: int = 0  # flows and L2 frames together
     engine_received: int = 0
     window_start: float = 0.0
     window_end: float = 0.0
+    l2_sent: int = 0  # of engine_sent: frames in no flow record (ARP …)
+    l2_received: int = 0  # of engine_received: flooded frames and unicast non-IP frames
 
     @property
     def sent_ratio(self) -> float | None:
@@ -111,6 +149,7 @@ class Visibility:
         return {"state": self.state, "verdict": self.verdict,
                 "switch": {"sent": self.switch_sent, "received": self.switch_received},
                 "engine": {"sent": self.engine_sent, "received": self.engine_received},
+                "l2": {"sent": self.l2_sent, "received": self.l2_received},
                 "sent_ratio": rounded(self.sent_ratio),
                 "received_ratio": rounded(self.received_ratio)}
 
@@ -156,7 +195,9 @@ class _Window:
     start: float
     end: float
     switch: dict[str, tuple[int, int]]  # vm -> (sent, received) deltas
+    # vm -> [flow sent, flow received, L2 sent, L2 received, floods the VM sent]
     engine: dict[str, list[float]] = field(default_factory=dict)
+    floods: float = 0.0  # flooded frames on the mirror: received by every VM but the sender
     judged: bool = False
 
 
@@ -164,9 +205,11 @@ class _Window:
 class _VmState:
     state: str = UNKNOWN
     ok_streak: int = 0
-    bad_streak: int = 0
+    bad: int = 0  # independent bad judgements in a row (evidence not overlapping)
+    bad_until: float = float("-inf")  # where the last counted bad judgement's evidence ends
     kind: str = ""
-    kind_streak: int = 0
+    kind_count: int = 0  # the same, for the current kind of bad verdict
+    kind_until: float = float("-inf")
     last: Visibility | None = None
 
 
@@ -178,15 +221,16 @@ class MirrorJudge:
         self._baseline: dict[str, PortCounters] = {}
         self._last_time: float | None = None
         self._windows: deque[_Window] = deque()
-        self._pending: list[tuple[str, float, float, float, float]] = []
+        self._pending: list[_Count] = []
         self._vms: dict[str, _VmState] = {}
         self._judged_until = float("-inf")
         self._closed_until = float("-inf")  # the end of the last window
         self.snapshots = 0
         self.flows = 0
+        self.l2_frames = 0
         self.unreadable_flows = 0  # counts or times that could not be read
         self.late_packets = 0  # engine packets for windows already judged
-        self.dropped_pending = 0  # flow counts beyond the pending cap
+        self.dropped_pending = 0  # counts beyond the pending cap
         self.resets = 0  # counters that went backwards
 
     # ------------------------------------------------------------------ input
@@ -226,16 +270,38 @@ class MirrorJudge:
             return
         self.flows += 1
         t0, t1 = float(min(t0, t1)), float(max(t0, t1))
-        closed_until = self._closed_until
         for vm, sent, received in ((src, toserver, toclient), (dest, toclient, toserver)):
-            if not vm:
-                continue
-            if t1 <= closed_until:
-                self._place(vm, float(sent), float(received), t0, t1)
-            elif len(self._pending) < _MAX_PENDING:
-                self._pending.append((vm, float(sent), float(received), t0, t1))
-            else:
-                self.dropped_pending += 1
+            if vm:
+                self._add((vm, (float(sent), float(received), 0.0, 0.0, 0.0), t0, t1))
+
+    def l2(self, ts: float, src: str | None, dest: str | None, count: int = 1, *,
+           flooded: bool = False, in_flows: bool = False) -> None:
+        """``count`` frames the sniffer saw on the mirror at ``ts`` that flow records do not
+        give to the VMs that the switch counts them for.
+
+        ``src``/``dest`` are the sender's and (unicast) receiver's VM keys where known;
+        ``flooded`` frames (group-addressed) are credited as received to every VM but the
+        sender; ``in_flows`` frames (IP) are in a flow record on the sender's side already.
+        """
+        if count <= 0:
+            return
+        self.l2_frames += count
+        n = float(count)
+        if flooded:
+            self._add((_FLOOD, (n, 0.0, 0.0, 0.0, 0.0), ts, ts))
+        if src and (flooded or not in_flows):
+            self._add((src, (0.0, 0.0, 0.0 if in_flows else n, 0.0, n if flooded else 0.0),
+                       ts, ts))
+        if dest and not flooded:
+            self._add((dest, (0.0, 0.0, 0.0, n, 0.0), ts, ts))
+
+    def _add(self, item: _Count) -> None:
+        if item[3] <= self._closed_until:
+            self._place(item)
+        elif len(self._pending) < _MAX_PENDING:
+            self._pending.append(item)
+        else:
+            self.dropped_pending += 1
 
     def _place_pending(self) -> None:
         if not self._pending:
@@ -243,20 +309,19 @@ class MirrorJudge:
         closed_until = self._closed_until
         waiting = []
         for item in self._pending:
-            if item[4] > closed_until:
+            if item[3] > closed_until:
                 waiting.append(item)
             else:
-                self._place(*item)
+                self._place(item)
         self._pending = waiting
 
-    def _place(self, vm: str, sent: float, received: float, t0: float, t1: float) -> None:
+    def _place(self, item: _Count) -> None:
+        vm, values, t0, t1 = item
+        packets = sum(values[:4])
         if not self._windows or t1 <= self._windows[0].start:  # before the windows kept
             if t1 <= self._judged_until:
-                self.late_packets += round(sent + received)
+                self.late_packets += round(packets)
             return  # else before the first window: nothing to compare with
-        self._spread(vm, sent, received, t0, t1)
-
-    def _spread(self, vm: str, sent: float, received: float, t0: float, t1: float) -> None:
         length = t1 - t0
         for w in self._windows:
             if w.end < t0 or w.start > t1:
@@ -269,60 +334,89 @@ class MirrorJudge:
                 share = (min(t1, w.end) - max(t0, w.start)) / length
                 if share <= 0:
                     continue
-            if w.judged:
-                self.late_packets += round((sent + received) * share)
+            if w.judged:  # still summed by later spans (tolerance), but late for this one
+                self.late_packets += round(packets * share)
+            if vm == _FLOOD:
+                w.floods += values[0] * share
                 continue
-            counts = w.engine.setdefault(vm, [0.0, 0.0])
-            counts[0] += sent * share
-            counts[1] += received * share
+            counts = w.engine.setdefault(vm, [0.0, 0.0, 0.0, 0.0, 0.0])
+            for k, value in enumerate(values):
+                counts[k] += value * share
 
     # ------------------------------------------------------------------ judging
 
     def judge(self, now: float) -> list[HealthChange]:
-        """Judge every window closed at least ``settle`` seconds before ``now``."""
+        """Judge every window closed at least ``settle`` + ``tolerance`` seconds before
+        ``now`` (and whose tolerance the windows kept cover)."""
         s = self.settings
         changes: list[HealthChange] = []
         windows = list(self._windows)
         for i, w in enumerate(windows):
-            if w.judged or w.end + s.settle > now:
+            if w.judged or w.end + s.tolerance + s.settle > now:
                 continue
+            if w.end + s.tolerance > self._closed_until:
+                break  # the engine's side of its span is not closed yet
             w.judged = True
             self._judged_until = max(self._judged_until, w.end)
             span = windows[max(0, i - s.span + 1):i + 1]
+            lo, hi = span[0].start - s.tolerance, span[-1].end + s.tolerance
+            around = [x for x in windows if x.end > lo and x.start < hi]
             for vm in w.switch:
-                vis = self._visibility(vm, span)
-                change = self._update(vm, vis)
+                vis = self._visibility(vm, span, around)
+                change = self._update(vm, vis, lo, hi)
                 if change is not None:
                     changes.append(change)
-        # Keep the judged windows a later span still sums, and every unjudged one.
-        keep = s.span - 1
-        while self._windows and self._windows[0].judged and \
-                sum(1 for w in self._windows if w.judged) > keep:
-            self._windows.popleft()
+        self._forget()
         return changes
 
-    def _visibility(self, vm: str, span: list[_Window]) -> Visibility:
+    def _forget(self) -> None:
+        """Drop the judged windows that no later judgement sums (span and tolerance)."""
+        s = self.settings
+        windows = self._windows
+        nxt = next((i for i, w in enumerate(windows) if not w.judged), len(windows))
+        first = nxt - s.span + 1
+        if first <= 0:
+            return
+        # (all judged: the next window starts where the last one ended)
+        start = windows[first].start if first < len(windows) else windows[-1].end
+        need_from = start - s.tolerance
+        while windows and windows[0].judged and windows[0].end <= need_from:
+            windows.popleft()
+
+    def _visibility(self, vm: str, span: list[_Window], around: list[_Window]) -> Visibility:
         s = self.settings
         sw_sent = sum(w.switch.get(vm, (0, 0))[0] for w in span)
         sw_recv = sum(w.switch.get(vm, (0, 0))[1] for w in span)
-        en_sent = round(sum(w.engine.get(vm, (0.0, 0.0))[0] for w in span))
-        en_recv = round(sum(w.engine.get(vm, (0.0, 0.0))[1] for w in span))
-        ratios = [r for r, n in ((_ratio(en_sent, sw_sent), sw_sent),
+        totals = [0.0] * 5
+        floods = 0.0
+        for w in around:
+            floods += w.floods
+            counts = w.engine.get(vm)
+            if counts is not None:
+                for k in range(5):
+                    totals[k] += counts[k]
+        l2_sent = round(totals[2])
+        l2_recv = round(totals[3] + max(0.0, floods - totals[4]))
+        en_sent = round(totals[0]) + l2_sent
+        en_recv = round(totals[1]) + l2_recv
+        judged = [r for r, n in ((_ratio(en_sent, sw_sent), sw_sent),
                                  (_ratio(en_recv, sw_recv), sw_recv))
                   if n >= s.min_packets and r is not None]
-        if not ratios:
+        missing = [r < s.stopped_ratio for r in judged]
+        if not judged:
             verdict = QUIET
-        elif all(r < s.stopped_ratio for r in ratios):
+        elif all(missing):
             verdict = STOPPED
-        elif any(r < s.partial_ratio for r in ratios):
+        elif any(missing) and any(r >= s.partial_ratio for r in judged):
             verdict = PARTIAL
         else:
             verdict = OK
         state = self._vms.get(vm, _VmState()).state
         return Visibility(vm, state, verdict, sw_sent, sw_recv, en_sent, en_recv,
-                          span[0].start, span[-1].end)
+                          span[0].start, span[-1].end, l2_sent, l2_recv)
 
-    def _update(self, vm: str, vis: Visibility) -> HealthChange | None:
+    def _update(self, vm: str, vis: Visibility, lo: float, hi: float) -> HealthChange | None:
+        """Hysteresis; ``lo``…``hi`` is the time the judgement's evidence covers."""
         s = self.settings
         st = self._vms.setdefault(vm, _VmState())
         verdict = vis.verdict
@@ -331,24 +425,27 @@ class MirrorJudge:
             pass  # nothing to judge: the state holds, streaks too
         elif verdict == OK:
             st.ok_streak += 1
-            st.bad_streak = 0
-            st.kind, st.kind_streak = OK, st.kind_streak + 1 if st.kind == OK else 1
+            st.bad, st.bad_until = 0, float("-inf")
+            st.kind, st.kind_count, st.kind_until = OK, 0, float("-inf")
             if st.state == UNKNOWN or (st.state in BAD and st.ok_streak >= s.clear_after):
                 new = OK
         else:
-            st.bad_streak += 1
             st.ok_streak = 0
-            st.kind_streak = st.kind_streak + 1 if st.kind == verdict else 1
-            st.kind = verdict
-            if st.state not in BAD and st.bad_streak >= s.raise_after:
+            if lo >= st.bad_until:  # evidence of its own, not overlapping the last counted
+                st.bad, st.bad_until = st.bad + 1, hi
+            if st.kind != verdict:
+                st.kind, st.kind_count, st.kind_until = verdict, 0, float("-inf")
+            if lo >= st.kind_until:
+                st.kind_count, st.kind_until = st.kind_count + 1, hi
+            if st.state not in BAD and st.bad >= s.raise_after:
                 new = verdict
-            elif st.state in BAD and st.state != verdict and st.kind_streak >= s.raise_after:
+            elif st.state in BAD and st.state != verdict and st.kind_count >= s.raise_after:
                 new = verdict
         previous = st.state
         st.state = new
         st.last = Visibility(vm, new, verdict, vis.switch_sent, vis.switch_received,
                              vis.engine_sent, vis.engine_received, vis.window_start,
-                             vis.window_end)
+                             vis.window_end, vis.l2_sent, vis.l2_received)
         if new == previous or (previous == UNKNOWN and new == OK):
             return None
         return HealthChange(vm, previous, new, st.last)
@@ -370,8 +467,13 @@ class MirrorJudge:
         """Each VM's last judgement."""
         return {vm: st.last for vm, st in sorted(self._vms.items()) if st.last is not None}
 
+    @property
+    def judged_until(self) -> float | None:
+        """The end of the last window judged (epoch seconds), None before the first."""
+        return None if self._judged_until == float("-inf") else self._judged_until
+
     def counters(self) -> dict[str, int]:
-        return {"snapshots": self.snapshots, "flows": self.flows,
+        return {"snapshots": self.snapshots, "flows": self.flows, "l2_frames": self.l2_frames,
                 "unreadable_flows": self.unreadable_flows, "late_packets": self.late_packets,
                 "dropped_pending": self.dropped_pending, "counter_resets": self.resets,
                 "pending": len(self._pending)}

@@ -10,6 +10,15 @@ and asks the judge. A change of a VM's state becomes a finding (an EVE ``policy`
 :meth:`MirrorWatch.take`; the per-VM visibility and the overall flag go into every stats record
 (:meth:`MirrorWatch.stats`).
 
+The switch also counts frames that no flow record gives to the VM receiving them: broadcasts
+and multicasts (one frame on the mirror, one ``tx_packets`` on every port it floods to) and ARP.
+With ``l2_frames`` on and a capture NIC given, a second small thread reads just those from the
+capture NIC (:class:`~capture.sniffer.L2Sniffer` with :data:`COUNT_FILTER`: group-addressed
+frames and ARP, a kernel filter keeping the rest out of Python), names their sender and
+receiver by MAC and hands per-second counts to the judge (:meth:`MirrorJudge.l2`). They come
+from the same mirror as Suricata's packets, so a mirror that stops delivering stops them too. If
+the socket cannot be opened, mirror health goes on without them (logged, ``l2.error`` in stats).
+
 With ``bridges`` set, only the VM ports on those bridges are judged (the ones the mirror is
 meant to cover). OVSDB unreachable (at start or mid-run) never stops capture: the poll is counted
 (``poll_errors``), logged once per outage, and retried on the next interval. Only VMs the
@@ -28,18 +37,41 @@ from typing import Any
 
 from appliance.config import MirrorHealthSettings, VmIdentity
 from appliance.enrich import vm_fields
+from appliance.errors import CaptureError
 
 from .inventory import UUID_KEYS
+from .l2 import mac_str
 from .mirror_health import HealthChange, MirrorJudge, PortCounters, ports_total, vm_key
 from .ovsdb import OvsdbClient
 from .ovsdb_values import OvsdbError, as_map, as_set
+from .sniffer import L2Sniffer
 
-__all__ = ["CHECK", "MirrorWatch", "health_finding"]
+__all__ = ["CHECK", "COUNT_FILTER", "MirrorWatch", "frame_ends", "health_finding"]
 
 log = logging.getLogger("lateral.capture.mirror_health")
 
 CHECK = "mirror_health"
 _MAX_QUEUED = 500_000  # flow counts waiting for the next poll
+_MAX_L2_BUCKETS = 100_000  # per-second L2 counts waiting for the next poll
+# The frames flow records do not give to the VMs the switch counts them for: group-addressed
+# (broadcast, multicast) and ARP, tagged or not.
+COUNT_FILTER = "ether multicast or arp or (vlan and arp)"
+_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
+_IP_TYPES = (0x0800, 0x86DD)
+
+
+def frame_ends(frame: bytes) -> tuple[str, str, bool, bool] | None:
+    """A frame's source and destination MAC, whether it is flooded (group-addressed) and
+    whether it is IP (then in a flow record on its sender's side); None if too short."""
+    if len(frame) < 14:
+        return None
+    offset = 12
+    ethertype = int.from_bytes(frame[12:14], "big")
+    while ethertype in _VLAN_TYPES and len(frame) >= offset + 6:
+        offset += 4
+        ethertype = int.from_bytes(frame[offset:offset + 2], "big")
+    return (mac_str(frame[6:12]), mac_str(frame[0:6]), bool(frame[0] & 1),
+            ethertype in _IP_TYPES)
 
 
 def _iso(ts: float) -> str:
@@ -69,8 +101,10 @@ class MirrorWatch:
     """Polls the switch's VM port counters and judges the mirror; see the module docstring."""
 
     def __init__(self, settings: MirrorHealthSettings, inventory: Iterable[VmIdentity],
-                 connect: Callable[[], OvsdbClient], *, address: str = "OVSDB") -> None:
+                 connect: Callable[[], OvsdbClient], *, address: str = "OVSDB",
+                 interface: str | None = None) -> None:
         self.settings = settings
+        self.interface = interface
         self.judge = MirrorJudge(settings)
         self._connect = connect
         self._address = address
@@ -104,6 +138,41 @@ class MirrorWatch:
         self.dropped_flows = 0
         self.last_error: str | None = None
         self._missing_bridges: set[str] = set()
+        # L2 frames: (second, sender key, receiver key, flooded, IP) -> frames
+        self._l2: dict[tuple[int, str | None, str | None, bool, bool], int] = {}
+        self._l2_lock = threading.Lock()
+        self._sniffer: L2Sniffer | None = None
+        self._l2_thread: threading.Thread | None = None
+        self.l2_error: str | None = None
+        self.l2_dropped = 0
+
+    # ------------------------------------------------------------ the L2 sniffer's side
+
+    def frames(self, frames: Iterable[tuple[float, bytes]]) -> None:
+        """Frames the L2 sniffer read (its thread): counted per second, sender and receiver."""
+        by_mac = self._by_mac
+        with self._l2_lock:
+            buckets = self._l2
+            for ts, frame in frames:
+                ends = frame_ends(frame)
+                if ends is None:
+                    continue
+                src, dst, flooded, ip = ends
+                key = (int(ts), by_mac.get(src), None if flooded else by_mac.get(dst),
+                       flooded, ip)
+                if key in buckets or len(buckets) < _MAX_L2_BUCKETS:
+                    buckets[key] = buckets.get(key, 0) + 1
+                else:
+                    self.l2_dropped += 1
+
+    def _run_l2(self, sniffer: L2Sniffer) -> None:
+        while not self._stop.is_set():
+            try:
+                self.frames(sniffer.read(timeout=0.2))
+            except OSError as exc:  # the NIC went away: mirror health goes on without
+                self.l2_error = str(exc)
+                log.warning("mirror health: the L2 frame counter stopped: %s", exc)
+                return
 
     # ------------------------------------------------------------ the pipeline's side
 
@@ -134,9 +203,16 @@ class MirrorWatch:
                 fields = self._fields.get(key, {"name": key})
                 vms.append({"vm": fields.get("name", key), "key": key,
                             "interfaces": list(self._interfaces.get(key, ())), **v.as_dict()})
+            sniffer = self._sniffer
+            l2 = {"interface": self.interface if sniffer is not None else None,
+                  "frames": sniffer.frames if sniffer is not None else 0,
+                  "dropped": self.l2_dropped, "error": self.l2_error}
+            until = self.judge.judged_until
             return {CHECK: {"status": self.judge.status, "vms": vms, "polls": self.polls,
+                            "judged_until": None if until is None else _iso(until),
                             "poll_errors": self.poll_errors,
-                            "dropped_flows": self.dropped_flows, **self.judge.counters()}}
+                            "dropped_flows": self.dropped_flows, "l2": l2,
+                            **self.judge.counters()}}
 
     def describe(self) -> str:
         """A short status-line part: ``mirror ok (3 VMs)`` / ``mirror degraded: web01 partial``."""
@@ -159,12 +235,32 @@ class MirrorWatch:
     def start(self) -> None:
         log.info("mirror health: comparing %d VM(s) with the switch's counters at %s every "
                  "%gs", len(self._fields), self._address, self.settings.interval)
+        self._start_l2()
         self._thread.start()
+
+    def _start_l2(self) -> None:
+        if not self.settings.l2_frames or not self.interface:
+            return
+        try:
+            self._sniffer = L2Sniffer(self.interface, expression=COUNT_FILTER)
+        except CaptureError as exc:
+            self.l2_error = exc.message
+            log.warning("mirror health: cannot count broadcasts and ARP on %s (%s): VMs "
+                        "that mostly receive those may be misjudged", self.interface,
+                        exc.message)
+            return
+        self._l2_thread = threading.Thread(target=self._run_l2, args=(self._sniffer,),
+                                           name="lateral-mirror-l2", daemon=True)
+        self._l2_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout=self.settings.interval + 15)
+        if self._l2_thread is not None:
+            self._l2_thread.join(timeout=5)
+        if self._sniffer is not None:
+            self._sniffer.close()
         self._close()
 
     def _run(self) -> None:
@@ -181,11 +277,15 @@ class MirrorWatch:
         """One round: engine counts in, switch counters in, judge; returns the changes."""
         judge = self.judge
         flows = self._flows
+        with self._l2_lock:
+            l2, self._l2 = self._l2, {}
         with self._lock:
             while flows:
                 src, dest, toserver, toclient, start, end = flows.popleft()
                 judge.engine(str(src) if src else None, str(dest) if dest else None,
                              toserver, toclient, start, end)
+            for (second, src, dest, flooded, ip), count in l2.items():
+                judge.l2(second + 0.5, src, dest, count, flooded=flooded, in_flows=ip)
         ports = self._read_switch()
         with self._lock:
             if ports is not None:

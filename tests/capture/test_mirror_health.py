@@ -8,7 +8,7 @@ import pytest
 
 from appliance.config import MirrorHealthSettings, VmIdentity
 from capture.mirror_health import HealthChange, MirrorJudge, PortCounters, flow_time, vm_key
-from capture.mirror_watch import MirrorWatch, health_finding
+from capture.mirror_watch import MirrorWatch, frame_ends, health_finding
 from capture.ovsdb import OvsdbClient
 
 T0 = 1_800_000_000.0
@@ -17,6 +17,7 @@ STEP = 10.0
 
 def _settings(**kw: Any) -> MirrorHealthSettings:
     base: dict[str, Any] = {"interval": STEP, "settle": 0, "span": 1, "switch_lag": 0,
+                            "tolerance": 0,
                             "min_packets": 50, "partial_ratio": 0.5, "stopped_ratio": 0.05,
                             "raise_after": 2, "clear_after": 2}
     base.update(kw)
@@ -232,3 +233,135 @@ def test_watch_survives_an_unreachable_ovsdb(tmp_path: Any) -> None:
     assert stats["poll_errors"] == 2 and stats["polls"] == 0
     assert stats["unreadable_flows"] == 1 and stats["status"] == "unknown"
     assert "poll errors 2" in watch.describe()
+
+
+# ---------------------------------------------------------------- traffic that is in no flow
+
+
+def test_vm_receiving_only_broadcasts_is_ok_while_the_mirror_delivers_them() -> None:
+    # A MAC flood: 204 broadcasts from made-up MACs reach db's port; no flow names db.
+    judge = MirrorJudge(_settings())
+    sim = Sim(judge, vms=("db",))
+    for _ in range(4):
+        start = sim.now
+        judge.l2(start + 3, None, None, 204, flooded=True, in_flows=True)
+        assert sim.window(0, 204, 0, 0, vm="db") == []
+    vis = judge.visibility()["db"]
+    assert (vis.verdict, vis.engine_received, vis.l2_received) == ("ok", 204, 204)
+    assert judge.states() == {"db": "ok"} and judge.l2_frames == 4 * 204
+    # The mirror goes: the sniffer on the capture NIC sees the broadcasts no more.
+    changes = [c for _ in range(3) for c in sim.window(0, 204, 0, 0, vm="db")]
+    assert [(c.previous, c.state) for c in changes] == [("ok", "stopped")]
+
+
+def test_broadcast_heavy_vm_is_ok_and_its_own_floods_are_not_credited_to_it() -> None:
+    judge = MirrorJudge(_settings())
+    sim = Sim(judge, vms=("web", "db"))
+    for _ in range(4):
+        start = sim.now
+        # web's 150 broadcasts (DHCP, mDNS: IP, so in web's flows) reach db, not web itself;
+        # db's 40 ARP requests reach web; web's 100 unicast packets are in a flow.
+        judge.l2(start + 2, "web", None, 150, flooded=True, in_flows=True)
+        judge.l2(start + 4, "db", None, 40, flooded=True, in_flows=False)
+        judge.engine("web", None, 150, 0, start + 2, start + 2)  # the broadcast flows
+        judge.engine("web", "peer", 50, 50, start + 1, start + 8)
+        sim.totals["web"][0] += 200
+        sim.totals["web"][1] += 90
+        sim.totals["db"][0] += 40
+        sim.totals["db"][1] += 150
+        sim.now += STEP
+        judge.switch(sim.now, sim._ports())
+        assert judge.judge(sim.now) == []
+    web, db = judge.visibility()["web"], judge.visibility()["db"]
+    assert (web.engine_sent, web.engine_received, web.l2_received) == (200, 90, 40)
+    assert (db.engine_sent, db.l2_sent, db.engine_received) == (40, 40, 150)
+    assert judge.states() == {"db": "ok", "web": "ok"}
+
+
+def test_arp_counts_for_its_sender_and_unicast_receiver() -> None:
+    # ARP spoofing: 60 unicast ARP replies from ws to db, nothing else in the window.
+    judge = MirrorJudge(_settings())
+    sim = Sim(judge, vms=("ws", "db"))
+    for _ in range(3):
+        judge.l2(sim.now + 5, "ws", "db", 60)
+        sim.totals["ws"][0] += 60
+        sim.totals["db"][1] += 60
+        sim.now += STEP
+        judge.switch(sim.now, sim._ports())
+        assert judge.judge(sim.now) == []
+    assert judge.visibility()["ws"].l2_sent == 60
+    assert judge.visibility()["db"].l2_received == 60
+    assert judge.states() == {"db": "ok", "ws": "ok"}
+
+
+def test_a_direction_seen_in_part_is_not_partial_only_a_missing_one_is() -> None:
+    judge = MirrorJudge(_settings())
+    sim = Sim(judge)
+    for _ in range(4):  # received 30%: traffic the engine cannot attribute, not a mirror fault
+        assert sim.window(100, 100, 100, 30) == []
+    assert judge.states() == {"web": "ok"}
+    assert judge.visibility()["web"].received_ratio == pytest.approx(0.3)
+    sim.window(100, 100, 100, 2)
+    [change] = sim.window(100, 100, 100, 2)  # a direction gone: one-direction mirror
+    assert change.state == "partial"
+
+
+def test_a_burst_the_switch_counts_a_window_late_is_within_tolerance() -> None:
+    # OVS refreshes its counters every 5 s: an attack's 1000 packets land in the next window on
+    # the switch's side. The engine's side is summed over the span widened by the tolerance.
+    judge = MirrorJudge(_settings(tolerance=STEP, raise_after=1))
+    sim = Sim(judge)
+    assert sim.window(20, 20, 20, 20) == []
+    judge.engine("web", "peer", 1000, 1000, sim.now - 2, sim.now - 1)  # the earlier window
+    for i in range(4):
+        assert sim.window(1020 if i == 0 else 20, 1020 if i == 0 else 20, 20, 20) == []
+    assert judge.states() == {"web": "ok"}
+    # Without tolerance, the same shift raises (raise_after=1 for the demonstration).
+    judge = MirrorJudge(_settings(tolerance=0, raise_after=1))
+    sim = Sim(judge)
+    sim.window(20, 20, 20, 20)
+    judge.engine("web", "peer", 1000, 1000, sim.now - 2, sim.now - 1)
+    changes = [c for i in range(4) for c in sim.window(1020 if i == 0 else 20,
+                                                         1020 if i == 0 else 20, 20, 20)]
+    assert changes and changes[0].state in ("partial", "stopped")
+
+
+def test_one_bad_burst_never_raises_alone_with_overlapping_spans() -> None:
+    # span 3: one window's shortfall is in three consecutive judgements; their evidence
+    # overlaps, so it counts once and raise_after=2 is not met.
+    judge = MirrorJudge(_settings(span=3))
+    sim = Sim(judge)
+    for _ in range(3):
+        sim.window(30, 30, 30, 30)
+    changes = sim.window(500, 500, 0, 0)  # e.g. a burst whose flows came too late
+    for _ in range(6):
+        changes += sim.window(30, 30, 30, 30)
+    assert changes == [] and judge.states() == {"web": "ok"}
+    # A mirror that stays broken raises once two judgements' spans no longer overlap.
+    changes = [c for _ in range(8) for c in sim.window(100, 100, 0, 0)]
+    assert [(c.previous, c.state) for c in changes] == [("ok", "stopped")]
+
+
+def test_frames_are_classified_and_counted_per_vm() -> None:
+    mac_web, mac_db = "52:54:00:00:00:01", "52:54:00:00:00:02"
+
+    def raw(mac: str) -> bytes:
+        return bytes.fromhex(mac.replace(":", ""))
+
+    bcast = b"\xff" * 6 + raw(mac_web) + b"\x08\x00" + b"\x00" * 40
+    arp = raw(mac_db) + raw(mac_web) + b"\x08\x06" + b"\x00" * 28
+    tagged_v6_mcast = (b"\x33\x33\x00\x00\x00\x01" + raw(mac_db) + b"\x81\x00\x00\x0a"
+                       + b"\x86\xdd" + b"\x00" * 40)
+    assert frame_ends(bcast) == (mac_web, "ff:ff:ff:ff:ff:ff", True, True)
+    assert frame_ends(arp) == (mac_web, mac_db, False, False)
+    tagged = frame_ends(tagged_v6_mcast)
+    assert tagged is not None and tagged[2:] == (True, True)
+    assert frame_ends(b"\x00" * 10) is None
+    vms = [VmIdentity(name="web01", iface_id="vif-web", macs=(mac_web,)),
+           VmIdentity(name="db01", iface_id="vif-db", macs=(mac_db,))]
+    watch = MirrorWatch(_settings(), vms, lambda: OvsdbClient.connect("unix:/nonexistent",
+                                                                       timeout=1))
+    watch.frames([(T0 + 0.1, bcast), (T0 + 0.2, bcast), (T0 + 0.3, arp)])
+    watch.poll(T0 + 1)  # OVSDB unreachable: the frames still reach the judge
+    assert watch.judge.l2_frames == 3
+    assert watch.stats()["mirror_health"]["l2"]["dropped"] == 0
