@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from elastic_transport import TransportError
-from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import ApiError, BadRequestError, Elasticsearch
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from appliance.config import EsSettings, Settings, VmIdentity
 from appliance.engine.socket import CommandRefused, SuricataSocket
-from appliance.errors import RuleError, SinkError, SocketError
+from appliance.errors import ConfigError, RuleError, SinkError, SocketError
 from appliance.es import connect
 from appliance.es.cli import build_query
 from appliance.live import LivePaths
@@ -151,6 +151,9 @@ def search_findings(conn: EsSettings, *, query: str | None, since: str | None,
         resp = client.search(index=index, query=build_query(args), size=limit, from_=offset,
                              sort=[{"@timestamp": {"order": "desc"}}],
                              ignore_unavailable=True, allow_no_indices=True)
+    except BadRequestError as exc:  # the query (q's Lucene syntax, a bound): the caller's to fix
+        raise ConfigError(f"Elasticsearch rejected the search: {_es_reason(exc)}",
+                          hint="check the query syntax (q is a Lucene query string)") from None
     except (ApiError, TransportError) as exc:
         raise SinkError(f"the findings search failed: {type(exc).__name__}",
                         hint="check the query syntax and that Elasticsearch is up") from None
@@ -158,6 +161,18 @@ def search_findings(conn: EsSettings, *, query: str | None, since: str | None,
         client.close()
     hits = resp["hits"]
     return int(hits["total"]["value"]), [h["_source"] for h in hits["hits"]]
+
+
+def _es_reason(exc: BadRequestError) -> str:
+    """The root cause Elasticsearch gives for a 400, short."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    reason: Any = None
+    if isinstance(error, dict):
+        causes = error.get("root_cause")
+        cause = causes[0] if isinstance(causes, list) and causes else error
+        reason = cause.get("reason") if isinstance(cause, dict) else None
+    return str(reason or exc.message)[:300]
 
 
 def engine_snapshot(settings: Settings, *, counters: bool, timeout: float = 2.0,

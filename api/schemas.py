@@ -11,7 +11,10 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+from appliance.errors import ConfigError
+from appliance.es.stats import check_time
 
 from .tokens import Role
 
@@ -30,6 +33,7 @@ __all__ = [
     "SourcePublic",
     "SourceUpdate",
     "PROBLEM_RESPONSES",
+    "TimeBound",
     "Problem",
     "CheckPublic",
     "DoctorPublic",
@@ -57,6 +61,21 @@ __all__ = [
     "UpdateRequest",
     "VersionsPublic",
 ]
+
+
+def _time_bound(value: str | None) -> str | None:
+    # An empty bound stays "" here (routes make it None): a Query's max_length is checked after
+    # this validator, on its result, and None has no length.
+    if not value:
+        return value
+    try:
+        return check_time(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
+# A time bound of a search: date math (now-24h, now-7d/d) or ISO 8601; "" for none (a 422 else).
+TimeBound = Annotated[str | None, AfterValidator(_time_bound)]
 
 
 class _In(BaseModel):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from .._adapters import search_findings
 from ..deps import Analyst, StateDep
-from ..schemas import FindingsPage
+from ..schemas import FindingsPage, TimeBound
 
 router = APIRouter(tags=["findings"])
 
@@ -19,8 +19,9 @@ Dataset = Literal["alert", "policy", "flow", "anomaly", "dns", "http", "tls"]
 def findings(
     state: StateDep, _who: Analyst,
     q: Annotated[str | None, Query(max_length=500, description="Lucene query string")] = None,
-    since: Annotated[str | None, Query(max_length=64)] = "now-24h",
-    until: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[TimeBound, Query(max_length=64, description="date math (now-24h, "
+                                      "now-7d/d) or ISO 8601; empty: no lower bound")] = "now-24h",
+    until: Annotated[TimeBound, Query(max_length=64)] = None,
     sid: Annotated[list[int], Query(max_length=50)] = [],  # noqa: B006 (FastAPI copies it)
     vm: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
     ip: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
@@ -33,7 +34,7 @@ def findings(
     conn = state.settings.es
     if conn.url is None:
         raise HTTPException(503, "Elasticsearch not configured (es.url)")
-    total, items = search_findings(conn, query=q, since=since or None, until=until, sid=sid,
+    total, items = search_findings(conn, query=q, since=since or None, until=until or None, sid=sid,
                                    vm=vm, ip=ip, severity=severity,
                                    datasets=dataset or ["alert", "policy"], offset=offset,
                                    limit=limit)

@@ -6,10 +6,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
-from pydantic import AfterValidator
 
-from appliance.errors import ConfigError
-from appliance.es.stats import MAX_LIMIT, check_time, rule_stats_for
+from appliance.es.stats import MAX_LIMIT, rule_stats_for
 from rules import Rule, Updater
 from rules.diff import diff
 
@@ -25,6 +23,7 @@ from ..schemas import (
     RulePublic,
     RulesPage,
     RuleStatsPublic,
+    TimeBound,
     UpdateRequest,
     VersionsPublic,
 )
@@ -32,20 +31,6 @@ from ..schemas import (
 router = APIRouter(prefix="/rules", tags=["rules"])
 
 LocalName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.rules$")]
-
-
-def _time_bound(value: str | None) -> str | None:
-    # An empty bound stays "" here (the route makes it None): Query's max_length is checked
-    # after this validator, on its result, and None has no length.
-    if not value:
-        return value
-    try:
-        return check_time(value)
-    except ConfigError as exc:
-        raise ValueError(exc.message) from None
-
-
-TimeBound = Annotated[str | None, AfterValidator(_time_bound)]
 
 
 def _public(rule: Rule, source: str | None) -> RulePublic:

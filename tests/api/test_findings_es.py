@@ -63,6 +63,12 @@ def test_findings_search_filters_and_pages(es: EsServer, filled: str, tmp_path: 
         page = analyst.get("/findings", params={"since": SINCE, "limit": 1, "offset": 1})
         assert page.json()["total"] == 2 and len(page.json()["items"]) == 1
         assert analyst.get("/findings", params={"limit": 0}).status_code == 422
+        # bad input is the caller's (422), not an unavailable Elasticsearch (503)
+        bad = analyst.get("/findings", params={"since": SINCE, "q": "rule.id:(1000001"})
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["detail"].startswith("Elasticsearch rejected the search: ")
+        assert analyst.get("/findings", params={"until": "0000000"}).status_code == 422
+        assert analyst.get("/findings", params={"since": ""}).json()["total"] == 2
         ready = analyst.get("/health/ready").json()
         assert {c["name"]: c["ok"] for c in ready["checks"]}["elasticsearch"] is True
     with server.client() as anonymous:

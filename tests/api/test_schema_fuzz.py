@@ -16,10 +16,12 @@ interfaces; the OVSDB it reaches is a private ``ovsdb-server`` on a socket in th
 directory (an empty Open_vSwitch database), never a switch on this machine.
 
 Nothing is excluded: no operation stops the server or reaches outside the namespace. Three
-answer 503 by design here, and only with the documented body saying why (``DEPENDENCY_503``):
+answer 503 by design there, and only with the documented body saying why (``DEPENDENCY_503``):
 readiness with no engine running, and the two Elasticsearch reads with ``es.url`` unset (the
-namespace cannot reach the test Elasticsearch on the host's loopback; test_findings_es.py and
-test_rule_stats_es.py run those routes against it). Every other 5xx fails.
+namespace cannot reach the test Elasticsearch on the host's loopback). Every other 5xx fails.
+Those two reads are fuzzed again, with every check and no 5xx allowed, on a second server (the
+host's loopback: they touch no interface) pointed at the session's real Elasticsearch, holding
+the findings of a ``lateral replay`` of a lab capture in a namespace of their own.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +52,11 @@ from api.settings import ApiSettings, api_paths
 from api.state import ApiState
 from api.tokens import Role
 from appliance.config import load_settings
+from lab.scenarios import write_pcap
 from rules import RuleStore
+from tests.es_server import EsServer, unique
 
-from .conftest import BUNDLED, _free_port, add_version
+from .conftest import BUNDLED, REPO, Server, _free_port, add_version
 
 pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow]
 
@@ -124,6 +129,20 @@ class Fuzzed:
     url: str
     cert: str
     token: str
+    netns: str | None = None
+
+    @contextmanager
+    def reachable(self) -> Iterator[None]:
+        """This thread in the server's namespace, for the calls only (what else the test
+        process starts, e.g. the other server and its replay, stays on the host's network)."""
+        if self.netns is None:
+            yield
+            return
+        netns.pushns(self.netns)
+        try:
+            yield
+        finally:
+            netns.popns()
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +181,10 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
                 raise RuntimeError("the API server did not start")
             time.sleep(0.02)
         fuzz = Fuzzed(f"https://127.0.0.1:{server.config.port}",
-                      str(api_paths(s, api).tls_dir / "cert.pem"), token)
-        netns.pushns(name)  # the client (this thread) reaches the server's loopback
-        stack.callback(netns.popns)
-        served = httpx.get(f"{fuzz.url}/openapi.json", timeout=60,
-                           verify=ssl.create_default_context(cafile=fuzz.cert))
+                      str(api_paths(s, api).tls_dir / "cert.pem"), token, netns=name)
+        with fuzz.reachable():
+            served = httpx.get(f"{fuzz.url}/openapi.json", timeout=60,
+                               verify=ssl.create_default_context(cafile=fuzz.cert))
         assert served.json() == DOCUMENT
         yield fuzz
 
@@ -177,10 +195,42 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
 def test_every_operation_conforms_to_the_document(case: schemathesis.Case,
                                                   fuzzed: Fuzzed) -> None:
     expected_503 = DEPENDENCY_503.get((case.method.upper(), case.path))
-    response = case.call_and_validate(
-        base_url=fuzzed.url, verify=fuzzed.cert,
-        headers={"Authorization": f"Bearer {fuzzed.token}"},
-        excluded_checks=[not_a_server_error] if expected_503 else [])
+    with fuzzed.reachable():
+        response = case.call_and_validate(
+            base_url=fuzzed.url, verify=fuzzed.cert,
+            headers={"Authorization": f"Bearer {fuzzed.token}"},
+            excluded_checks=[not_a_server_error] if expected_503 else [])
     if expected_503 and response.status_code >= 500:
         assert response.status_code == 503, response.text
         assert expected_503 in response.text, response.text
+
+
+ES_READS = ["/findings", "/rules/stats"]
+
+
+@pytest.fixture(scope="module")
+def fuzzed_es(es: EsServer, start_server: Callable[..., Server],
+              tmp_path_factory: pytest.TempPathFactory) -> Fuzzed:
+    work = tmp_path_factory.mktemp("fuzz-es")
+    namespace = unique("apifuzz")
+    write_pcap("tcp_split", work / "split.pcap")
+    (work / "replay.yaml").write_text(f"sensor: fuzz\nstate_dir: {work / 'replay'}\n"
+                                      f"es: {{namespace: {namespace}}}\n")
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "replay",
+                          str(work / "split.pcap"), "--config", str(work / "replay.yaml"),
+                          "--es", es.url, "--eve", str(work / "eve.json"), "-q"],
+                         cwd=REPO, timeout=600, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    add_version(RuleStore(work / "state" / "rules"), BUNDLED, "bundled demo rules")
+    server = start_server(state_dir=work / "state", es={"url": es.url, "namespace": namespace})
+    return Fuzzed(server.url, str(server.cert), server.tokens["admin"])
+
+
+@pytest.mark.es
+@schema.include(path=ES_READS).parametrize()
+@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_elasticsearch_reads_conform_to_the_document(case: schemathesis.Case,
+                                                     fuzzed_es: Fuzzed) -> None:
+    case.call_and_validate(base_url=fuzzed_es.url, verify=fuzzed_es.cert,
+                           headers={"Authorization": f"Bearer {fuzzed_es.token}"})
