@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -101,7 +102,8 @@ class Step:
     sent: int
     captured: int
     drops: int
-    lag_bytes: int | None
+    lag_bytes: int | None      # the most seen during the step
+    end_lag: int | None = None  # once the counters settled
 
     @property
     def held(self) -> bool:
@@ -230,6 +232,13 @@ def settled(sock: Path, until: int | None = None) -> tuple[int, int]:
     return last
 
 
+def _sample_lag(engine: Engine, done: threading.Event, lags: list[int]) -> None:
+    """The pipeline's lag while the traffic flows, every second."""
+    while not done.wait(1.0):
+        if (lag := engine.lag()) is not None:
+            lags.append(lag)
+
+
 def measure(engine: Engine, sender: str, pcap: Path, frames: int, rates: list[int],
             seconds: float) -> list[Step]:
     # Warm-up: the command socket answers before the capture threads run; count from the
@@ -243,11 +252,22 @@ def measure(engine: Engine, sender: str, pcap: Path, frames: int, rates: list[in
     steps: list[Step] = []
     for pps in rates:
         before = settled(engine.sock)
-        sent = send(sender, pcap, pps, seconds, frames)
-        after = settled(engine.sock, until=before[0] + sent)
-        step = Step(pps, sent, after[0] - before[0], after[1] - before[1], engine.lag())
+        lags: list[int] = []
+        done = threading.Event()
+        sampler = threading.Thread(target=_sample_lag, args=(engine, done, lags), daemon=True)
+        sampler.start()
+        try:
+            sent = send(sender, pcap, pps, seconds, frames)
+            after = settled(engine.sock, until=before[0] + sent)
+        finally:
+            done.set()
+            sampler.join()
+        end_lag = engine.lag()
+        step = Step(pps, sent, after[0] - before[0], after[1] - before[1],
+                    max([*lags, end_lag]) if end_lag is not None else None, end_lag)
         steps.append(step)
-        lag = "" if step.lag_bytes is None else f", pipeline lag {step.lag_bytes:,} bytes"
+        lag = ("" if step.lag_bytes is None else f", pipeline lag at most {step.lag_bytes:,} "
+               f"bytes, {step.end_lag:,} after")
         print(f"  {engine.name}: {pps:>7,} pps  sent {step.sent:>9,}  captured "
               f"{step.captured:>9,}  kernel drops {step.drops:>7,}  "
               f"{'held' if step.held else 'NOT held'}{lag}", flush=True)
