@@ -13,12 +13,14 @@ so that pytest lists one test per operation; the fixture checks the server serve
 document). The server runs on a throw-away state directory (one bundled-rules version) in a
 network namespace of the test's own, so the ``tc mirred`` routes can only touch that namespace's
 interfaces; the OVSDB it reaches is a private ``ovsdb-server`` on a socket in the temporary
-directory (an empty Open_vSwitch database), never a switch on this machine.
+directory (an empty Open_vSwitch database), never a switch on this machine; a Suricata of its own
+(unix-socket runmode, the bundled rules) answers at the state directory's command socket, so
+readiness is real and the update jobs and rollbacks reload a real engine.
 
-Nothing is excluded: no operation stops the server or reaches outside the namespace. Three
+Nothing is excluded: no operation stops the server or reaches outside the namespace. Two
 answer 503 by design there, and only with the documented body saying why (``DEPENDENCY_503``):
-readiness with no engine running, and the two Elasticsearch reads with ``es.url`` unset (the
-namespace cannot reach the test Elasticsearch on the host's loopback). Every other 5xx fails.
+the Elasticsearch reads with ``es.url`` unset (the namespace cannot reach the test
+Elasticsearch on the host's loopback). Every other 5xx fails.
 Those two reads are fuzzed again, with every check and no 5xx allowed, on a second server (the
 host's loopback: they touch no interface) pointed at the session's real Elasticsearch, holding
 the findings of a ``lateral replay`` of a lab capture in a namespace of their own.
@@ -51,9 +53,13 @@ from api.server import build_server
 from api.settings import ApiSettings, api_paths
 from api.state import ApiState
 from api.tokens import Role
-from appliance.config import load_settings
+from appliance.config import Settings, load_settings
+from appliance.engine.supervisor import Supervisor
+from appliance.live import LivePaths
+from appliance.render import RenderTarget, write_config
 from lab.scenarios import write_pcap
 from rules import RuleStore
+from rules.update import engine_settings
 from tests.es_server import EsServer, unique
 
 from .conftest import BUNDLED, REPO, Server, _free_port, add_version
@@ -82,7 +88,6 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.fro
 
 # (method, path) -> what the 503's body must say: the dependency is missing, not broken.
 DEPENDENCY_503 = {
-    ("GET", "/health/ready"): "no Suricata command socket",
     ("GET", "/findings"): "not configured (es.url)",
     ("GET", "/rules/stats"): "not configured (es.url)",
 }
@@ -109,6 +114,21 @@ def private_ovsdb(directory: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def start_engine(settings: Settings, store: RuleStore, sock: Path, directory: Path) -> Supervisor:
+    """Suricata (unix-socket runmode) on the store's active rules, its command socket at
+    ``sock`` (where the API and the updater look for the running engine)."""
+    directory.mkdir()
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    config = write_config(engine_settings(settings, store.root),
+                          RenderTarget(log_dir=directory, unix_socket=sock,
+                                       rule_files=[store.engine_rules]),
+                          directory / "suricata.yaml")
+    supervisor = Supervisor(["suricata", "-c", str(config), "-l", str(directory),
+                             f"--unix-socket={sock}"], socket_path=sock, ready_timeout=300)
+    supervisor.start()
+    return supervisor
 
 
 @contextmanager
@@ -154,8 +174,12 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     with ExitStack() as stack:
         name = stack.enter_context(private_netns(f"lat-fuzz-{os.getpid()}"))
         ovsdb = stack.enter_context(private_ovsdb(tmp))
-        s = load_settings(None, state_dir=str(state_dir), capture={"ovsdb": ovsdb})
-        add_version(RuleStore(state_dir / "rules"), BUNDLED, "bundled demo rules")
+        sock = LivePaths(state_dir).socket
+        s = load_settings(None, state_dir=str(state_dir), capture={"ovsdb": ovsdb},
+                          rules={"unix_socket": str(sock)})
+        store = RuleStore(state_dir / "rules")
+        add_version(store, BUNDLED, "bundled demo rules")
+        stack.callback(start_engine(s, store, sock, tmp / "engine").stop)
         api = ApiSettings(auth_failures_per_minute=10_000)
         state = ApiState.build(s, api)
         token = state.tokens.create("fuzz-admin", Role.admin)[1]
