@@ -97,7 +97,8 @@ class Source:
     location: str
     kind: str  # "url" or "local"
     enabled: bool
-    http_header: str | None = None
+    # a secret (an authorization header): kept out of repr, so a logged Source never shows it
+    http_header: str | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
