@@ -274,6 +274,9 @@ class CaptureSettings(_Model):
     # Where VM identity comes from besides the config: the switch's OVSDB (unix:/path, tcp:…,
     # ssl:…); default: the local socket when it exists.
     ovsdb: str | None = None
+    # Seconds between re-reads of the switch's VM inventory while running (new or moved VMs
+    # named without a restart); 0 = only at start.
+    inventory_refresh: float = Field(default=30.0, ge=0)
     disable_offloads: bool = True
     mirror_health: MirrorHealthSettings = Field(default_factory=MirrorHealthSettings)
 

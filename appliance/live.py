@@ -33,12 +33,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from capture.inventory import default_db_present, load_inventory
+from capture.inventory_watch import InventoryWatch
 from capture.mirror_watch import MirrorWatch
 from capture.nic import prepare_nic
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
 from capture.sniffer import L2Sniffer, l2_filter
 
-from .config import Settings
+from .config import Settings, VmIdentity
 from .engine.info import suricata_info
 from .engine.socket import SuricataSocket
 from .engine.supervisor import Supervisor
@@ -132,6 +133,24 @@ def _mirror_watch(settings: Settings, interface: str | None = None,
                        interface=interface)
 
 
+def _inventory_watch(configured: Settings, running: Settings) -> InventoryWatch | None:
+    """The switch's VM inventory re-read every ``capture.inventory_refresh`` seconds, when
+    there is a switch to ask. Always from an explicit address: a switch that cannot be read is
+    an error the watch counts (keeping the inventory), never an inventory without its VMs."""
+    interval = configured.capture.inventory_refresh
+    if interval <= 0 or (configured.capture.ovsdb is None and not default_db_present()):
+        return None
+    address = configured.capture.ovsdb or DEFAULT_DB
+    policy = load_policy(configured.policy) if configured.policy is not None else None
+
+    def load() -> tuple[VmIdentity, ...]:
+        switch = configured.model_copy(update={"inventory": tuple(
+            load_inventory(configured, db=address))})
+        return policy_inventory(switch, policy).vms
+
+    return InventoryWatch(load, interval, policy_inventory(running, policy).vms)
+
+
 def _sides(*takers: Callable[[], list[dict[str, Any]]] | None,
            ) -> Callable[[], list[dict[str, Any]]] | None:
     """One ``side`` for the ingest loop from several sources of findings."""
@@ -146,6 +165,7 @@ def _sides(*takers: Callable[[], list[dict[str, Any]]] | None,
 def run_live(settings: Settings, *, stop: threading.Event | None = None) -> PipelineCounters:
     """Run the appliance until ``stop`` is set or a signal asks it to; return the counters."""
     stop = stop or threading.Event()
+    configured = settings
     # The VMs the switch knows (OVSDB external_ids), merged with the configured ones.
     settings = settings.model_copy(update={"inventory": tuple(
         load_inventory(settings, db=settings.capture.ovsdb))})
@@ -176,6 +196,7 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
     eve_out = settings.output.eve or settings.state_dir / "eve.json"
     l2 = _L2Thread.for_settings(settings, interface)
     health = _mirror_watch(settings, interface)
+    inventory = _inventory_watch(configured, settings)
     side = _sides(l2.take if l2 is not None else None,
                   health.take if health is not None else None)
     counters_box: list[PipelineCounters] = []
@@ -189,6 +210,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
                                        counters_out=counters_box, side=side,
                                        flow_tap=health.flow if health is not None else None,
                                        stats_extra=health.stats if health is not None
+                                       else None,
+                                       inventory_updates=inventory.take if inventory is not None
                                        else None))
         except BaseException as exc:  # reported by the main thread, which stops the appliance
             failure.append(exc)
@@ -208,6 +231,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
             l2.start()
         if health is not None:
             health.start()
+        if inventory is not None:
+            inventory.start()
 
         def give_up(exc: EngineError) -> None:
             failure.append(exc)
@@ -231,6 +256,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
             l2.stop()
         if health is not None:
             health.stop()
+        if inventory is not None:
+            inventory.stop()
         supervisor.stop()
         # Let the pipeline catch up with what the engine flushed on the way out, then stop it.
         time.sleep(0.5)
