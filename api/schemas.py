@@ -2,8 +2,9 @@
 
 Pydantic lives here, at the edge; the libraries hand back their own dataclasses and dicts, which
 the routes pour into these. Every input is bounded (lengths, ranges) so that a request cannot
-ask for unbounded work. Booleans in bodies are strict (``StrictBool``): ``0``, ``1`` or
-``"yes"`` are not the JSON ``true``/``false`` the document promises, and are a 422.
+ask for unbounded work. Booleans and integers in bodies are strict (``StrictBool``,
+``StrictInt``): ``0``, ``1`` or ``"yes"`` for a boolean, ``"5"`` or ``5.0`` for an integer are
+not the JSON types the document promises, and are a 422.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 from appliance.errors import ConfigError
 from appliance.es.stats import check_time
@@ -251,7 +260,7 @@ class DryRunRequest(PolicyCheck):
     eve_path: str | None = Field(default=None, max_length=4096,
                                  description="an EVE file under the state directory")
     eve: str | None = Field(default=None, description="EVE JSON lines")
-    max_findings: int = Field(default=1000, ge=1, le=10_000)
+    max_findings: StrictInt = Field(default=1000, ge=1, le=10_000)
 
 
 class DryRunResult(BaseModel):
@@ -365,7 +374,7 @@ class InterfacePublic(BaseModel):
 class TunnelCreate(_In):
     kind: Literal["gre", "erspan"]
     remote_ip: IPv4Address | IPv6Address
-    key: int | None = Field(default=None, ge=0, lt=1 << 32,
+    key: StrictInt | None = Field(default=None, ge=0, lt=1 << 32,
                             description="GRE key / ERSPAN session id")
 
 
@@ -382,9 +391,9 @@ class OvsMirrorCreate(_In):
                                         description="VM ports by external_ids:iface-id")
     vm_uuids: list[ExternalId] = Field(default=[], max_length=256,
                                        description="VM ports by external_ids:vm-uuid")
-    vlans: list[Annotated[int, Field(ge=0, le=4095)]] = Field(default=[], max_length=4096)
+    vlans: list[Annotated[StrictInt, Field(ge=0, le=4095)]] = Field(default=[], max_length=4096)
     output_port: OvsName | None = Field(default=None, description="the capture NIC's port")
-    output_vlan: int | None = Field(default=None, ge=1, le=4095)
+    output_vlan: StrictInt | None = Field(default=None, ge=1, le=4095)
     output_tunnel: TunnelCreate | None = None
     purge_flows: StrictBool = Field(default=False, description="drop the local switch's "
                                     "cached datapath flows after the change (busy flows follow "

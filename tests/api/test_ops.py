@@ -131,3 +131,10 @@ def test_with_a_running_engine(start_server: Callable[..., Server], tmp_path: Pa
         assert engine["available"] is True and engine["version"].startswith("7.")
         assert "lateral_engine_up 1" in metrics
         assert re.search(r"^lateral_engine_uptime_seconds \d+$", metrics, re.M)
+
+
+def test_body_numbers_and_booleans_are_json_typed(operator: httpx.Client) -> None:
+    for payload in ({"eve": "", "max_findings": "5"}, {"eve": "", "max_findings": 5.0}):
+        body = assert_problem(operator.post("/policies/dry-run", json=payload), 422)
+        assert body["errors"] == [
+            {"loc": ["body", "max_findings"], "msg": "Input should be a valid integer"}]
