@@ -23,9 +23,11 @@ What the switch counts and flow records miss, and how each is accounted for:
   them when their ``new`` timeout expires (``engine.flow_timeouts``), within ``settle``.
 - *Timing*: OVS refreshes ``Interface.statistics`` every 5 s, so a switch count lands in a window
   up to ``switch_lag`` ± a few seconds from when its packets flowed, and a burst (an attack) may
-  fall in a different window on each side. The engine's counts are therefore summed over the
-  judged span widened by ``tolerance`` seconds on each side (it can only add to the engine's
-  side, never hide a mirror that delivers nothing for longer than that).
+  fall in a different window on each side. The engine's counts are therefore also summed over
+  the judged span widened by ``tolerance`` seconds on each side and scaled back to the span's
+  length, and the larger of that and the span's own count is used: steady traffic keeps its
+  true ratio, a burst counted a window or two apart keeps a good share of it (well above
+  ``stopped_ratio``), and a mirror that delivers nothing still counts nothing.
 
 :class:`MirrorJudge` is fed, with times in seconds since the epoch:
 
@@ -48,16 +50,18 @@ seen between the two ratios raises nothing (its ratio is in the stats): traffic 
 cannot attribute to the right VM (spoofed addresses, unknown-unicast floods) makes ratios
 inexact, while a mirror fault makes a direction vanish.
 
-Hysteresis: a VM becomes *partial*/*stopped* after ``raise_after`` bad judgements whose evidence
-(span and tolerance) does not overlap — so one burst, one late flow record or one misaligned
-refresh, which all touch only overlapping spans, never raises alone — and *ok* again after
-``clear_after`` good judgements in a row. Counters that go backwards (an interface re-created)
-restart that port's baseline.
+Hysteresis: a VM becomes *partial*/*stopped* after ``raise_after`` bad judgements in a row whose
+spans do not overlap, and *ok* again after ``clear_after`` good judgements in a row. A bad
+judgement is a shortfall of the switch's counts in its span (the engine's side only adds), so
+one burst, one late flow record or one misaligned refresh — a shortfall in one window, which
+``span`` consecutive judgements all see — never raises alone. Counters that go backwards (an
+interface re-created) restart that port's baseline.
 
 Limits: a long-lived flow is reported only when it ends, so while it lasts its packets are
-missing from the engine's side (its VM may look partial until then); traffic between two VMs
-that are both on the selected ports is counted once on each; frames the sniffer's socket drops
-in a broadcast storm are not credited.
+missing from the engine's side: a VM whose traffic is mostly one long connection can look
+stopped until it ends (Suricata 7 writes no interim flow records); traffic between two VMs that
+are both on the selected ports is counted once on each; frames the sniffer's socket drops in a
+broadcast storm are not credited (``l2.kernel_drops`` in the stats).
 """
 
 from __future__ import annotations
@@ -363,7 +367,7 @@ class MirrorJudge:
             around = [x for x in windows if x.end > lo and x.start < hi]
             for vm in w.switch:
                 vis = self._visibility(vm, span, around)
-                change = self._update(vm, vis, lo, hi)
+                change = self._update(vm, vis, span[0].start, span[-1].end)
                 if change is not None:
                     changes.append(change)
         self._forget()
@@ -387,18 +391,16 @@ class MirrorJudge:
         s = self.settings
         sw_sent = sum(w.switch.get(vm, (0, 0))[0] for w in span)
         sw_recv = sum(w.switch.get(vm, (0, 0))[1] for w in span)
-        totals = [0.0] * 5
-        floods = 0.0
-        for w in around:
-            floods += w.floods
-            counts = w.engine.get(vm)
-            if counts is not None:
-                for k in range(5):
-                    totals[k] += counts[k]
-        l2_sent = round(totals[2])
-        l2_recv = round(totals[3] + max(0.0, floods - totals[4]))
-        en_sent = round(totals[0]) + l2_sent
-        en_recv = round(totals[1]) + l2_recv
+        # The engine's counts over the span itself, and over the span widened by the tolerance
+        # scaled to the span's length (steady traffic: the same; a burst the switch counted a
+        # window or two away: a good part of it). The larger of the two, per direction.
+        exact = _engine_counts(vm, span)
+        scale = (span[-1].end - span[0].start) / (around[-1].end - around[0].start)
+        wide = tuple(c * scale for c in _engine_counts(vm, around))
+        sent = max((exact[0], exact[2]), (wide[0], wide[2]))
+        received = max((exact[1], exact[3]), (wide[1], wide[3]))
+        en_sent, l2_sent = round(sent[0]), round(sent[1])
+        en_recv, l2_recv = round(received[0]), round(received[1])
         judged = [r for r, n in ((_ratio(en_sent, sw_sent), sw_sent),
                                  (_ratio(en_recv, sw_recv), sw_recv))
                   if n >= s.min_packets and r is not None]
@@ -416,7 +418,8 @@ class MirrorJudge:
                           span[0].start, span[-1].end, l2_sent, l2_recv)
 
     def _update(self, vm: str, vis: Visibility, lo: float, hi: float) -> HealthChange | None:
-        """Hysteresis; ``lo``…``hi`` is the time the judgement's evidence covers."""
+        """Hysteresis; ``lo``…``hi`` is the judged span (where its switch counts come from: a
+        shortfall there is all a bad judgement can be about, the engine's side only adds)."""
         s = self.settings
         st = self._vms.setdefault(vm, _VmState())
         verdict = vis.verdict
@@ -477,6 +480,21 @@ class MirrorJudge:
                 "unreadable_flows": self.unreadable_flows, "late_packets": self.late_packets,
                 "dropped_pending": self.dropped_pending, "counter_resets": self.resets,
                 "pending": len(self._pending)}
+
+
+def _engine_counts(vm: str, windows: Iterable[_Window]) -> tuple[float, float, float, float]:
+    """The engine's (sent, received, of them L2 sent, L2 received) for ``vm`` over windows."""
+    out = [0.0] * 5
+    floods = 0.0
+    for w in windows:
+        floods += w.floods
+        counts = w.engine.get(vm)
+        if counts is not None:
+            for k in range(5):
+                out[k] += counts[k]
+    l2_sent = out[2]
+    l2_recv = out[3] + max(0.0, floods - out[4])  # flooded frames but its own
+    return out[0] + l2_sent, out[1] + l2_recv, l2_sent, l2_recv
 
 
 def ports_total(ports: Iterable[PortCounters]) -> PortCounters:

@@ -53,6 +53,7 @@ log = logging.getLogger("lateral.capture.mirror_health")
 CHECK = "mirror_health"
 _MAX_QUEUED = 500_000  # flow counts waiting for the next poll
 _MAX_L2_BUCKETS = 100_000  # per-second L2 counts waiting for the next poll
+_L2_BUFFER = 4 << 20  # the counting socket's buffer: a broadcast storm between two reads
 # The frames flow records do not give to the VMs the switch counts them for: group-addressed
 # (broadcast, multicast) and ARP, tagged or not.
 COUNT_FILTER = "ether multicast or arp or (vlan and arp)"
@@ -206,6 +207,7 @@ class MirrorWatch:
             sniffer = self._sniffer
             l2 = {"interface": self.interface if sniffer is not None else None,
                   "frames": sniffer.frames if sniffer is not None else 0,
+                  "kernel_drops": sniffer.kernel_drops() if sniffer is not None else 0,
                   "dropped": self.l2_dropped, "error": self.l2_error}
             until = self.judge.judged_until
             return {CHECK: {"status": self.judge.status, "vms": vms, "polls": self.polls,
@@ -242,7 +244,8 @@ class MirrorWatch:
         if not self.settings.l2_frames or not self.interface:
             return
         try:
-            self._sniffer = L2Sniffer(self.interface, expression=COUNT_FILTER)
+            self._sniffer = L2Sniffer(self.interface, expression=COUNT_FILTER,
+                                      buffer=_L2_BUFFER)
         except CaptureError as exc:
             self.l2_error = exc.message
             log.warning("mirror health: cannot count broadcasts and ARP on %s (%s): VMs "

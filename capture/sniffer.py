@@ -41,6 +41,8 @@ _SO_ATTACH_FILTER = 26
 _PACKET_OUTGOING = 4
 _SOL_PACKET = 263
 _PACKET_AUXDATA = 8
+_PACKET_STATISTICS = 6
+_SO_RCVBUFFORCE = 33
 _TP_STATUS_VLAN_VALID = 0x10
 _TP_STATUS_VLAN_TPID_VALID = 0x40
 _AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
@@ -90,11 +92,12 @@ class L2Sniffer:
     """Receives the filtered frames of one interface."""
 
     def __init__(self, interface: str, *, expression: str = L2_FILTER,
-                 max_frame: int = 65535) -> None:
+                 max_frame: int = 65535, buffer: int | None = None) -> None:
         self.interface = interface
         self.expression = expression
         self.max_frame = max_frame
         self.frames = 0
+        self._drops = 0
         try:
             self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                                        socket.htons(_ETH_P_ALL))
@@ -108,6 +111,11 @@ class L2Sniffer:
             else:
                 self._attach(program)
             self._sock.setsockopt(_SOL_PACKET, _PACKET_AUXDATA, 1)
+            if buffer is not None:  # room for a burst (a broadcast storm) between two reads
+                try:
+                    self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, buffer)
+                except PermissionError:  # without CAP_NET_ADMIN: up to net.core.rmem_max
+                    self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
             self._sock.bind((interface, 0))
         except OSError as exc:
             self._sock.close()
@@ -140,6 +148,15 @@ class L2Sniffer:
             out.append((time.time(), with_vlan_tag(frame, ancillary)))
         self.frames += len(out)
         return out
+
+    def kernel_drops(self) -> int:
+        """Frames the kernel dropped for this socket (its buffer full) since it opened."""
+        try:
+            raw = self._sock.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8)
+        except OSError:  # closed
+            return self._drops
+        self._drops += struct.unpack("=II", raw)[1]  # reading resets the kernel's counters
+        return self._drops
 
     def close(self) -> None:
         self._sock.close()

@@ -49,17 +49,23 @@ def build_checks(policy: PolicyFile, inventory: Inventory | None = None, *,
 def policy_inventory(settings: Settings, policy: PolicyFile | None) -> Inventory:
     """The appliance's inventory with the policy's VMs merged in.
 
-    A policy VM that names an inventory VM, or shares a MAC, UUID or ``iface_id`` with one,
-    completes it: the policy's fields win, and what only the inventory knows (the switch's
-    ``iface_id`` and UUID from OVSDB) is kept — mirror health and the findings key VMs on it.
-    Other policy VMs are added.
+    A policy VM that shares a MAC, UUID or ``iface_id`` with inventory VMs completes them; one
+    that shares none but names exactly one inventory VM completes that one: the policy's fields
+    win, and what only the inventory knows (the switch's ``iface_id`` and UUID from OVSDB) is
+    kept — mirror health and the findings key VMs on it. A name alone is no identity when the
+    switch has several ports of that name (two labs or tenants with a ``web01`` each): merging
+    them all gave one VM the other's ``iface_id`` and both its MACs. Other policy VMs are added.
     """
     vms: list[VmIdentity] = list(settings.inventory)
     if policy is None:
         return Inventory(vms)
     added: list[VmIdentity] = []
     for wanted in policy.vms:
-        hits = [i for i, vm in enumerate(vms) if vm.name == wanted.name or same_vm(vm, wanted)]
+        hits = [i for i, vm in enumerate(vms) if same_vm(vm, wanted)]
+        if not hits:
+            hits = [i for i, vm in enumerate(vms) if vm.name == wanted.name]
+            if len(hits) > 1:  # ambiguous: the policy's entry stands on its own
+                hits = []
         merged = wanted
         for i in hits:
             merged = merge_identity(merged, vms[i])

@@ -177,7 +177,7 @@ def test_policy_vms_complete_the_switch_inventory_and_keep_its_identity() -> Non
         {"name": "web01", "ips": ["10.0.0.10"], "labels": {"zone": "web"}},
         {"name": "db01", "macs": ["02:00:00:00:00:14"], "ips": ["10.0.0.20"]},
         {"name": "new07", "ips": ["10.0.0.77"]}]})
-    inv = policy_inventory(Settings(inventory=switch), policy)
+    inv = policy_inventory(Settings(inventory=tuple(switch)), policy)
     assert sorted(vm.name for vm in inv.vms) == ["db01", "new07", "other", "web01"]
     web = inv.by_ip("10.0.0.10")
     assert web == {"name": "web01", "uuid": "u-1", "iface_id": "vif-web01",
@@ -186,3 +186,25 @@ def test_policy_vms_complete_the_switch_inventory_and_keep_its_identity() -> Non
     db = inv.by_ip("10.0.0.20")
     assert db is not None and db["name"] == "db01" and db["iface_id"] == "vif-db01"
     assert inv.by_ip("10.0.0.77") == {"name": "new07"}
+
+
+def test_policy_vm_merges_with_its_own_port_when_the_switch_has_two_of_that_name() -> None:
+    """Two labs on one switch, each with a ``ws01``: the policy's ws01 (its MAC) is the one
+    port with that MAC, not both; a bare name that several ports carry merges with none."""
+    from appliance.config import Settings
+    from appliance.policy.runner import policy_inventory
+
+    switch = [VmIdentity(name="ws01", iface_id="vif-ws01-a", macs=("02:4c:aa:aa:00:46",)),
+              VmIdentity(name="ws01", iface_id="vif-ws01-b", macs=("02:4c:bb:bb:00:46",)),
+              VmIdentity(name="db01", iface_id="vif-db01-a", macs=("02:4c:aa:aa:00:14",)),
+              VmIdentity(name="db01", iface_id="vif-db01-b", macs=("02:4c:bb:bb:00:14",))]
+    policy = parse_policy({"vms": [
+        {"name": "ws01", "macs": ["02:4c:bb:bb:00:46"], "ips": ["10.79.0.70"]},
+        {"name": "db01", "ips": ["10.79.0.20"]}]})
+    inv = policy_inventory(Settings(inventory=tuple(switch)), policy)
+    ws = inv.by_ip("10.79.0.70")
+    assert ws is not None and ws["iface_id"] == "vif-ws01-b"
+    assert inv.by_mac("02:4c:aa:aa:00:46") == {"name": "ws01", "iface_id": "vif-ws01-a"}
+    assert inv.by_ip("10.79.0.20") == {"name": "db01"}  # which db01? not guessed
+    assert sorted(vm.iface_id or "-" for vm in inv.vms) == [
+        "-", "vif-db01-a", "vif-db01-b", "vif-ws01-a", "vif-ws01-b"]

@@ -365,3 +365,12 @@ def test_frames_are_classified_and_counted_per_vm() -> None:
     watch.poll(T0 + 1)  # OVSDB unreachable: the frames still reach the judge
     assert watch.judge.l2_frames == 3
     assert watch.stats()["mirror_health"]["l2"]["dropped"] == 0
+
+
+def test_with_tolerance_steady_traffic_keeps_its_true_ratio() -> None:
+    judge = MirrorJudge(_settings(tolerance=STEP, span=2))
+    sim = Sim(judge)
+    for _ in range(6):
+        assert sim.window(100, 100, 80, 100) == []
+    vis = judge.visibility()["web"]
+    assert vis.sent_ratio == pytest.approx(0.8) and vis.received_ratio == pytest.approx(1.0)

@@ -21,7 +21,8 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from appliance.config import Settings
-from capture.sniffer import L2_FILTER, compile_bpf, l2_filter
+from capture.mirror_watch import COUNT_FILTER
+from capture.sniffer import L2_FILTER, L2Sniffer, compile_bpf, l2_filter
 
 A, B = "52:54:00:4c:00:70", "52:54:00:4c:00:14"
 TELNET = (Ether(src=A, dst=B) / IP(src="10.0.0.70", dst="10.0.0.20")
@@ -105,3 +106,25 @@ def test_the_tag_the_kernel_took_out_is_put_back() -> None:
     untagged = struct.pack("=IIIHHHH", 0, len(inner), len(inner), 0, 0, 0, 0)
     assert with_vlan_tag(inner, [(263, 8, untagged)]) == inner
     assert with_vlan_tag(inner, []) == inner
+
+
+def test_mirror_health_counts_group_addressed_frames_and_arp_only(tmp_path: Path) -> None:
+    # Mirror health's counting socket: what flow records do not give to the receiving VM.
+    from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
+
+    broadcast_udp = (Ether(src=A, dst="ff:ff:ff:ff:ff:ff") / IP(src="10.0.0.70",
+                                                                 dst="255.255.255.255")
+                     / UDP(sport=68, dport=67))
+    nd = (Ether(src=A, dst="33:33:ff:00:00:14") / IPv6(src="fe80::1", dst="ff02::1:ff00:14")
+          / ICMPv6ND_NS(tgt="fe80::14"))
+    got = _matches(tmp_path, COUNT_FILTER, [broadcast_udp, nd, VLAN_ARP, ARP_REPLY, TELNET,
+                                            HTTP_443, UDP_DNS])
+    assert got == [True, True, True, True, False, False, False], COUNT_FILTER
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a packet socket needs root")
+def test_the_counting_socket_takes_a_buffer_and_reports_kernel_drops() -> None:
+    with L2Sniffer("lo", expression=COUNT_FILTER, buffer=4 << 20) as sniffer:
+        assert sniffer.kernel_drops() == 0
+        assert sniffer.read(timeout=0.01) == []
+    assert sniffer.kernel_drops() == 0  # closed: the count so far

@@ -28,7 +28,9 @@ from lab.live import load_lab
 from .helpers import read_eve
 from .running import wait_for
 from .test_lab import (  # noqa: F401 - root: the fixture
+    JUDGED_PAST,
     ApplianceRun,
+    _judged_until,
     _lab,
     _mirror_health,
     _name,
@@ -39,20 +41,6 @@ from .test_lab import (  # noqa: F401 - root: the fixture
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow]
-
-
-# Mirror health judges a window settle + tolerance (25 s in the lab) after it closed; a false
-# alarm would need two judgements with evidence of their own (about 35 s of windows).
-_JUDGED_PAST = 40.0
-
-
-def _judged_until(records: list[dict[str, Any]]) -> float | None:
-    """Up to when the last stats record says mirror health has judged."""
-    for r in reversed(records):
-        health = (r.get("lateral") or {}).get("pipeline", {}).get("mirror_health")
-        if r.get("event_type") == "stats" and health:
-            return record_time(health["judged_until"]) if health.get("judged_until") else None
-    return None
 
 
 def _policy(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -87,6 +75,7 @@ def test_lab_hygiene_attacks_raise_their_findings_live(tmp_path: Path) -> None:
         attacks = []
         for attack in HYGIENE:
             attacks += orjson.loads(_ok("attack", *common, "--only", attack).stdout)["sent"]
+        attacks_done = time.time()
         wanted = {d[7:] for a in attacks for d in a["detect"]}
 
         def detected() -> bool:
@@ -97,11 +86,10 @@ def test_lab_hygiene_attacks_raise_their_findings_live(tmp_path: Path) -> None:
         except AssertionError:
             got = {f["policy"]["rule_id"] for f in _policy(_read_partial(lab.eve))}
             raise AssertionError(f"missing {wanted - got}\n" + "".join(run.log[-30:])) from None
-        attacks_done = time.time()
 
         def judged_past() -> bool:
             until = _judged_until(_read_partial(lab.eve))
-            return until is not None and until >= attacks_done + _JUDGED_PAST
+            return until is not None and until >= attacks_done + JUDGED_PAST
 
         wait_for(judged_past, 150, "mirror health to judge the windows past the attacks")
         time.sleep(3)
