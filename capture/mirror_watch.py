@@ -28,6 +28,7 @@ pipeline can name are judged: a port OVSDB learns about after the start is not.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections import deque
@@ -159,6 +160,8 @@ class MirrorWatch:
                 if ends is None:
                     continue
                 src, dst, flooded, ip = ends
+                if ip and not flooded:  # unicast IP: in the flow records already
+                    continue
                 key = (int(ts), by_mac.get(src), None if flooded else by_mac.get(dst),
                        flooded, ip)
                 if key in buckets or len(buckets) < _MAX_L2_BUCKETS:
@@ -242,6 +245,11 @@ class MirrorWatch:
 
     def _start_l2(self) -> None:
         if not self.settings.l2_frames or not self.interface:
+            return
+        if shutil.which("tcpdump") is None:  # no kernel filter: the whole mirror in Python
+            self.l2_error = "tcpdump not found: no kernel filter for the L2 frame counter"
+            log.warning("mirror health: %s; VMs that mostly receive broadcasts may be "
+                        "misjudged", self.l2_error)
             return
         try:
             self._sniffer = L2Sniffer(self.interface, expression=COUNT_FILTER,

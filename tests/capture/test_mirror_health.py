@@ -374,3 +374,16 @@ def test_with_tolerance_steady_traffic_keeps_its_true_ratio() -> None:
         assert sim.window(100, 100, 80, 100) == []
     vis = judge.visibility()["web"]
     assert vis.sent_ratio == pytest.approx(0.8) and vis.received_ratio == pytest.approx(1.0)
+
+
+def test_unicast_ip_frames_are_left_to_the_flow_records() -> None:
+    mac_web, mac_db = "52:54:00:00:00:01", "52:54:00:00:00:02"
+    unicast_ip = (bytes.fromhex(mac_db.replace(":", "")) + bytes.fromhex(mac_web.replace(":", ""))
+                  + b"\x08\x00" + b"\x00" * 40)
+    vms = [VmIdentity(name="web01", iface_id="vif-web", macs=(mac_web,)),
+           VmIdentity(name="db01", iface_id="vif-db", macs=(mac_db,))]
+    watch = MirrorWatch(_settings(), vms, lambda: OvsdbClient.connect("unix:/nonexistent",
+                                                                       timeout=1))
+    watch.frames([(T0, unicast_ip)])  # a sniffer without its kernel filter would pass these
+    watch.poll(T0 + 1)
+    assert watch.judge.l2_frames == 0
