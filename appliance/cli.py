@@ -178,6 +178,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .live import run_live
 
     settings = _settings(args)
+    if args.api:
+        settings = settings.model_copy(update={"api": settings.api.model_copy(
+            update={"with_run": True})})
     logging.getLogger("lateral").setLevel(logging.DEBUG if args.debug else logging.INFO)
     counters = run_live(settings)
     print(f"stopped: {counters.records_in} records in, {counters.records_out} out, "
@@ -367,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the live appliance: Suricata on the capture NIC + pipeline")
     p.add_argument("--config", metavar="FILE", required=True, help="Lateral's YAML configuration")
+    p.add_argument("--api", action="store_true",
+                   help="also serve the control API (HTTPS, api: section) from this process")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("doctor", help="check what is installed and usable, with fixes")

@@ -376,6 +376,9 @@ class ApiSettings(BaseModel):  # the control API (api/)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8443, ge=1, le=65535)
+    # Serve the API from `lateral run` itself (one process). The appliance image runs it as a
+    # unit of its own instead (`lateral api serve`, without the capture capabilities).
+    with_run: bool = False
     tls_cert: Path | None = Field(default=None, description="PEM certificate (default: "
                                   "self-signed, generated under <state_dir>/api/tls)")
     tls_key: Path | None = None

@@ -43,7 +43,7 @@ from .config import Settings, VmIdentity
 from .engine.info import suricata_info
 from .engine.socket import SuricataSocket
 from .engine.supervisor import Supervisor
-from .errors import EngineError, LateralError, RuleError, SocketError
+from .errors import ConfigError, EngineError, LateralError, RuleError, SocketError
 from .ingest import ingest
 from .pipeline import PipelineCounters
 from .policy.l2checks import L2Checks
@@ -151,6 +151,32 @@ def _inventory_watch(configured: Settings, running: Settings) -> InventoryWatch 
     return InventoryWatch(load, interval, policy_inventory(running, policy).vms)
 
 
+class _ApiThread:
+    """The control API served from ``lateral run`` (``api.with_run``): uvicorn on a thread of
+    this process, stopped with it."""
+
+    def __init__(self, settings: Settings) -> None:
+        from api.server import build_server
+
+        self.server = build_server(settings, settings.api, log_config=False)
+        self.thread = threading.Thread(target=self.server.run, name="lateral-api", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError("the control API did not start (is its port free?)",
+                                  hint="see the log above; api.host/api.port in the config")
+            time.sleep(0.05)
+        log.info("control API on https://%s:%d", self.server.config.host,
+                 self.server.config.port)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
 def _sides(*takers: Callable[[], list[dict[str, Any]]] | None,
            ) -> Callable[[], list[dict[str, Any]]] | None:
     """One ``side`` for the ingest loop from several sources of findings."""
@@ -197,6 +223,7 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
     l2 = _L2Thread.for_settings(settings, interface)
     health = _mirror_watch(settings, interface)
     inventory = _inventory_watch(configured, settings)
+    api = _ApiThread(settings) if settings.api.with_run else None
     side = _sides(l2.take if l2 is not None else None,
                   health.take if health is not None else None)
     counters_box: list[PipelineCounters] = []
@@ -233,6 +260,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
             health.start()
         if inventory is not None:
             inventory.start()
+        if api is not None:
+            api.start()
 
         def give_up(exc: EngineError) -> None:
             failure.append(exc)
@@ -249,6 +278,8 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
                     log.info("%s", _status_line(sock, counters_box[0], health))
                     next_status = time.monotonic() + settings.output.stats_every
     finally:
+        if api is not None:
+            api.stop()
         if scheduler is not None:
             scheduler.stop()
         _restore_signals(previous)

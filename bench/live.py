@@ -49,7 +49,9 @@ from appliance.errors import SocketError  # noqa: E402
 from appliance.live import LivePaths  # noqa: E402
 from lab.scenarios import write_pcap  # noqa: E402
 
-DEFAULT_RULES = Path(os.environ.get("LATERAL_ET_OPEN", REPO.parent / "shared/data/et-open"))
+_NEXT_TO_REPO = REPO.parent / "shared/data/et-open"
+DEFAULT_RULES = Path(os.environ.get("LATERAL_ET_OPEN") or (
+    _NEXT_TO_REPO if _NEXT_TO_REPO.is_dir() else "/work/shared/data/et-open"))
 DEFAULT_RATES = (10000, 20000, 40000, 60000, 80000, 100000, 120000, 160000)
 _SENT = re.compile(r"Successful packets:\s+(\d+)")
 

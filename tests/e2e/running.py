@@ -28,9 +28,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 class LateralRun:
     """``lateral run --config CFG`` as a child process; ``with`` stops it with SIGTERM."""
 
-    def __init__(self, cfg: Path) -> None:
+    def __init__(self, cfg: Path, *options: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+            [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg), *options],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.log: list[str] = []
         self._reader = threading.Thread(target=self._pump, daemon=True)
