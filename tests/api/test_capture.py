@@ -8,7 +8,6 @@ said; roles and bad payloads are checked on the same routes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from capture.ovs import list_mirrors
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
-from tests.capture.ovs_lab import OvsLab
+from tests.capture.ovs_lab import OvsLab, running_lab
 
 from .conftest import Server, assert_problem
 
@@ -25,14 +24,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[OvsLab]:
-    if os.geteuid() != 0:
-        pytest.fail("Open vSwitch tests need root (CI runs as root)")
-    lab = OvsLab()
-    try:
-        lab.up()
+    with running_lab() as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture

@@ -18,7 +18,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+import pytest
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 ETH_P_ALL = 0x0003
@@ -182,3 +186,16 @@ class Sniffer:
         ma, mb = bytes.fromhex(a.replace(":", "")), bytes.fromhex(b.replace(":", ""))
         return {"a->b": sum(1 for f in frames if f[6:12] == ma and f[0:6] == mb),
                 "b->a": sum(1 for f in frames if f[6:12] == mb and f[0:6] == ma)}
+
+
+@contextmanager
+def running_lab() -> Iterator[OvsLab]:
+    """An :class:`OvsLab` up for the ``with`` block (root only: CI runs as root), then removed."""
+    if os.geteuid() != 0:
+        pytest.fail("Open vSwitch tests need root (CI runs as root)")
+    lab = OvsLab()
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,21 +22,15 @@ from capture.ovs import MirrorSpec, TunnelSpec, create_mirror, list_mirrors, rem
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
 from capture.ovsdb_values import OvsdbError, as_set
 
-from .ovs_lab import OvsLab, Sniffer
+from .ovs_lab import OvsLab, Sniffer, running_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[OvsLab]:
-    if os.geteuid() != 0:
-        pytest.fail("Open vSwitch tests need root (CI runs as root)")
-    lab = OvsLab()
-    try:
-        lab.up()
+    with running_lab() as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture()

@@ -3,7 +3,6 @@ appliance started is named that way in the next alert, without a restart."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pytest
 from capture.ovs import MirrorSpec, create_mirror, remove_mirror
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
 
-from ..capture.ovs_lab import OvsLab
+from ..capture.ovs_lab import OvsLab, running_lab
 from .helpers import read_eve
 from .running import LateralRun, wait_for
 
@@ -23,14 +22,8 @@ pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow]
 
 @pytest.fixture()
 def lab() -> Iterator[OvsLab]:
-    if os.geteuid() != 0:
-        pytest.fail("live-capture tests need root (CI runs as root)")
-    lab = OvsLab()
-    try:
-        lab.up()
+    with running_lab() as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def _alerts(out: Path) -> list[dict[str, object]]:

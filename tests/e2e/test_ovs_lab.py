@@ -10,7 +10,6 @@ identity (name, uuid, iface-id, host), matched through the MACs in the EVE ``eth
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from capture.ovs import MirrorSpec, create_mirror, list_mirrors, remove_mirror
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
 
-from ..capture.ovs_lab import OvsLab
+from ..capture.ovs_lab import OvsLab, running_lab
 from .helpers import read_eve
 from .running import LateralRun, wait_for
 
@@ -31,14 +30,8 @@ pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow]
 
 @pytest.fixture()
 def lab() -> Iterator[OvsLab]:
-    if os.geteuid() != 0:
-        pytest.fail("live-capture tests need root (CI runs as root)")
-    lab = OvsLab()
-    try:
-        lab.up()
+    with running_lab() as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def test_ovs_mirror_alert_names_both_vms_from_ovsdb(tmp_path: Path, lab: OvsLab) -> None:
