@@ -708,6 +708,11 @@ def _dns_tunnel(lab: Lab, count: int = 8) -> list[Sent]:
 def _arp_spoof(lab: Lab) -> list[Sent]:
     ws, web, db = lab.guest("ws"), lab.guest("web"), lab.guest("db")
     out = _client(lab, ws, "arp-spoof", ws.spec, web.ip, db.spec, "--count", "3")
+    # The replies really poison db01's ARP cache: its next packets to web01 go to ws01 until the
+    # kernel re-resolves, seconds later (web01's next connections to db01 fail, and db01's late
+    # SYN-ACK retransmissions make flows nobody asked for). Put it right, as arpspoof does when
+    # it exits.
+    _run("ip", "-n", db.ns, "neigh", "del", web.ip, "dev", "eth0", check=False)
     return [Sent("arp-spoof", ws.vm, db.vm, "ARP", None, 0, out["frames"],
                  ("policy:arp-spoof",))]
 
