@@ -255,7 +255,9 @@ def test_lab_attacks_detected_with_vm_names_and_flows_counted(tmp_path: Path,
                 raise AssertionError(f"{_mirror_health(_read_partial(lab.eve))}\n"
                                      + "".join(run.log[-20:])) from None
         assert sum(s["completed"] for s in after.sent) > 0  # the traffic went on
-        time.sleep(3)  # a stats record after the traffic
+        # The periodic status line (every output.stats_every) shows it too; then a stats record.
+        wait_for(lambda: "mirror degraded" in run.output, 60, "the status line's mirror state")
+        time.sleep(3)
         run.stop()  # Suricata flushes its flows
         assert run.returncode == 0, run.output
     finally:
