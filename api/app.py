@@ -18,7 +18,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request, params
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -93,6 +95,27 @@ class Audit:
             summary=failure or str(request_state.get("audit_summary", "")))
 
 
+_KNOWN_QUERY: dict[int, frozenset[str]] = {}
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A query parameter a route does not declare is a 422, not silently ignored: a typo
+    (``?sid=`` for ``?sids=``) must not widen a search or change nothing unnoticed."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    known = _KNOWN_QUERY.get(id(route))
+    if known is None:
+        known = _KNOWN_QUERY[id(route)] = frozenset(
+            f.alias for f in get_flat_params(route.dependant)
+            if isinstance(f.field_info, params.Query))
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError([{"type": "extra_forbidden", "loc": ("query", name),
+                                       "msg": "unknown query parameter", "input": None}
+                                      for name in unknown])
+
+
 def create_app(settings: Settings, *, api: ApiSettings | None = None,
                state: ApiState | None = None) -> FastAPI:
     """The control API for ``settings`` (``state``: to share one, e.g. with ``lateral run``)."""
@@ -104,6 +127,7 @@ def create_app(settings: Settings, *, api: ApiSettings | None = None,
         await run_in_threadpool(state.close)
 
     app = FastAPI(title="Lateral control API", version=__version__, lifespan=lifespan,
+                  dependencies=[Depends(reject_unknown_query)],
                   description="Rules, policies, status and findings of a Lateral appliance. "
                   "Authenticate with `Authorization: Bearer <token>`; errors are RFC 9457 "
                   "problem details.")

@@ -188,3 +188,12 @@ def test_what_schemathesis_found_is_fixed(operator: httpx.Client) -> None:
     assert_problem(operator.post("/rules/policy", json={"kind": "drop", "entry": "1",
                                                         "remove": 0}), 422)
     assert_problem(operator.patch("/rules/sources/none", json={"enabled": "yes"}), 422)
+
+
+def test_an_unknown_query_parameter_is_422(analyst: httpx.Client) -> None:
+    """A typo in a query parameter is refused, not silently ignored (it would widen a search)."""
+    got = analyst.get("/rules", params={"limit": 2, "sids": "1000001"})
+    assert_problem(got, 422)
+    assert got.json()["errors"][0]["loc"] == ["query", "sids"]
+    assert analyst.get("/rules", params={"limit": 2}).status_code == 200
+    assert_problem(analyst.get("/health", params={"x": "1"}), 422)
