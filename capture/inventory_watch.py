@@ -41,7 +41,7 @@ class InventoryWatch:
             raise ValueError("interval must be positive")
         self._load = load
         self.interval = interval
-        self._current = tuple(current)
+        self._current = _ordered(current)
         self._pending: tuple[VmIdentity, ...] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -69,7 +69,7 @@ class InventoryWatch:
     def refresh(self) -> bool:
         """Read the inventory once now; True if it changed."""
         try:
-            found = tuple(self._load())
+            found = _ordered(self._load())
         except (LateralError, OSError) as exc:
             self.counters.errors += 1
             self.last_error = getattr(exc, "message", None) or str(exc)
@@ -85,11 +85,29 @@ class InventoryWatch:
         with self._lock:
             if found == self._current:
                 return False
-            self._current = self._pending = found
+            before, self._current = self._current, found
+            self._pending = found
         self.counters.changes += 1
-        log.info("VM inventory changed: %d VMs", len(found))
+        log.info("VM inventory changed: %d VMs%s", len(found), _what_changed(before, found))
         return True
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.refresh()
+
+
+def _ordered(vms: Sequence[VmIdentity]) -> tuple[VmIdentity, ...]:
+    """The VMs in one order whatever order the switch lists its ports in (rows come back in
+    no particular order: a re-read in another order is no change)."""
+    return tuple(sorted(vms, key=lambda vm: (vm.name, vm.iface_id or "", vm.uuid or "",
+                                             vm.macs, vm.ips)))
+
+
+def _what_changed(before: Sequence[VmIdentity], after: Sequence[VmIdentity]) -> str:
+    """``; new: a, b; gone: c; changed: d`` (by VM name)."""
+    old = {vm.name: vm for vm in before}
+    new = {vm.name: vm for vm in after}
+    parts = [(label, sorted(names)) for label, names in (
+        ("new", new.keys() - old.keys()), ("gone", old.keys() - new.keys()),
+        ("changed", {n for n in new.keys() & old.keys() if new[n] != old[n]}))]
+    return "".join(f"; {label}: {', '.join(names)}" for label, names in parts if names)

@@ -3,7 +3,10 @@ keeps the current one and is counted."""
 
 from __future__ import annotations
 
+import logging
 import threading
+
+import pytest
 
 from appliance.config import VmIdentity
 from capture.inventory_watch import InventoryWatch
@@ -31,16 +34,23 @@ def test_a_new_vm_is_handed_over_once() -> None:
     watch = InventoryWatch(Switch([WEB], [WEB, DB], [WEB, DB]), 60, [WEB])
     assert not watch.refresh() and watch.take() is None       # nothing new
     assert watch.refresh()
-    assert watch.take() == (WEB, DB)
+    assert watch.take() == (DB, WEB)
     assert watch.take() is None                                # once
     assert not watch.refresh() and watch.take() is None        # same again: nothing to take
     assert (watch.counters.refreshes, watch.counters.changes, watch.counters.errors) == (3, 1, 0)
 
 
-def test_a_changed_identity_counts_as_a_change() -> None:
-    renamed = VmIdentity(name="web01", macs=("52:54:00:00:00:01",), iface_id="vif-9")
-    watch = InventoryWatch(Switch([renamed]), 60, [WEB])
-    assert watch.refresh() and watch.take() == (renamed,)
+def test_the_same_vms_in_another_order_are_no_change() -> None:
+    watch = InventoryWatch(Switch([DB, WEB]), 60, [WEB, DB])
+    assert not watch.refresh() and watch.take() is None
+
+
+def test_a_changed_identity_counts_as_a_change(caplog: pytest.LogCaptureFixture) -> None:
+    moved = VmIdentity(name="web01", macs=("52:54:00:00:00:01",), iface_id="vif-9")
+    watch = InventoryWatch(Switch([moved, DB]), 60, [WEB])
+    with caplog.at_level(logging.INFO, logger="lateral.capture.inventory"):
+        assert watch.refresh() and watch.take() == (DB, moved)
+    assert "VM inventory changed: 2 VMs; new: db01; changed: web01" in caplog.text
 
 
 def test_a_failed_read_keeps_the_inventory_and_is_counted() -> None:
@@ -49,7 +59,7 @@ def test_a_failed_read_keeps_the_inventory_and_is_counted() -> None:
     assert not watch.refresh() and not watch.refresh()
     assert watch.take() is None
     assert watch.counters.errors == 2 and "cannot connect" in (watch.last_error or "")
-    assert watch.refresh() and watch.take() == (WEB, DB)
+    assert watch.refresh() and watch.take() == (DB, WEB)
 
 
 def test_the_thread_refreshes_on_its_interval_and_stops() -> None:
@@ -64,4 +74,4 @@ def test_the_thread_refreshes_on_its_interval_and_stops() -> None:
         assert seen.wait(10)
     finally:
         watch.stop()
-    assert watch.take() == (WEB, DB)
+    assert watch.take() == (DB, WEB)

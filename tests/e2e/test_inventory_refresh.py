@@ -55,7 +55,7 @@ def test_a_vm_renamed_on_the_switch_is_named_anew_without_a_restart(
             wait_for(lambda: len(_alerts(out)) == 1, 60, "the first alert")
             subprocess.run(["ovs-vsctl", "--timeout=10", "set", "Interface", lab.b.port,
                             f"external_ids:vm-name={renamed}"], check=True, timeout=30)
-            wait_for(lambda: "VM inventory changed" in run.output, 30,
+            wait_for(lambda: f"new: {renamed}" in run.output, 30,
                      "the inventory refresh to see the new name")
             assert lab.get(lab.a, lab.b, "/cgi-bin/../../../etc/passwd") == "404"
             wait_for(lambda: len(_alerts(out)) == 2, 60, "the second alert")
