@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from elastic_transport import TransportError
-from elasticsearch import ApiError, BadRequestError, Elasticsearch
+from elasticsearch import ApiError, BadRequestError
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from appliance.config import EsSettings, Settings, VmIdentity
 from appliance.engine.socket import CommandRefused, SuricataSocket
 from appliance.errors import ConfigError, RuleError, SinkError, SocketError
-from appliance.es import connect
 from appliance.es.cli import build_query
+from appliance.es.stats import connect_configured
 from appliance.live import LivePaths
 from appliance.validate import ValidationReport, validate
 from capture.inventory import load_inventory
@@ -132,12 +132,6 @@ class LocalRules:
         return True
 
 
-def _client(conn: EsSettings, timeout: float) -> Elasticsearch:
-    assert conn.url is not None
-    return connect(conn.url, api_key=conn.api_key, username=conn.username,
-                   password=conn.password, ca_file=conn.ca_file, request_timeout=timeout)
-
-
 def search_findings(conn: EsSettings, *, query: str | None, since: str | None,
                     until: str | None, sid: Sequence[int], vm: Sequence[str],
                     ip: Sequence[str], severity: int | None, datasets: Sequence[str],
@@ -146,7 +140,7 @@ def search_findings(conn: EsSettings, *, query: str | None, since: str | None,
     args = Namespace(query=query, since=since, until=until, sid=list(sid), vm=list(vm),
                      ip=list(ip), severity=severity)
     index = ",".join(f"logs-lateral.{d}-{conn.namespace}" for d in datasets)
-    client = _client(conn, 30.0)
+    client = connect_configured(conn, 30.0)
     try:
         resp = client.search(index=index, query=build_query(args), size=limit, from_=offset,
                              sort=[{"@timestamp": {"order": "desc"}}],
@@ -212,7 +206,7 @@ def state_dir_writable(settings: Settings) -> tuple[bool, str]:
 
 def es_reachable(conn: EsSettings) -> tuple[bool, str]:
     """Whether Elasticsearch answers (its version), within 3 s."""
-    client = _client(conn, 3.0)
+    client = connect_configured(conn, 3.0)
     try:
         info = client.info()
     except ApiError as exc:
