@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +23,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+from lab.live import ensure_ovs  # the lab's own: starts Open vSwitch when it does not answer
+
 ETH_P_ALL = 0x0003
 
 
@@ -33,17 +33,6 @@ def run(*args: str, timeout: float = 30) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc.stdout
-
-
-def ensure_ovs() -> None:
-    """Start Open vSwitch when it is not running (CI is a fresh machine)."""
-    probe = subprocess.run(["ovs-vsctl", "--timeout=2", "show"], capture_output=True,
-                           timeout=30, check=False)
-    if probe.returncode == 0:
-        return
-    ctl = shutil.which("ovs-ctl") or OVS_CTL
-    run(ctl, "start", "--system-id=random", timeout=120)
-    run("ovs-vsctl", "--timeout=10", "show")
 
 
 @dataclass
