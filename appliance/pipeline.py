@@ -94,6 +94,13 @@ class _HeadFlow(_Head, gc=False):
 
 _decode_head_flow = msgspec.json.Decoder(_HeadFlow).decode
 _DecodeError = msgspec.DecodeError  # ValidationError (not an object) is a subclass
+
+
+def _decode_or_none(raw: bytes) -> _Head | None:
+    try:
+        return _decode_head(raw)
+    except _DecodeError:
+        return None
 _FULL_TYPES = frozenset({"stats"})  # records that get fields beyond the fast path's
 
 
@@ -261,13 +268,12 @@ class Pipeline:
             try:
                 rec = decode(raw)
             except _DecodeError:
-                try:  # with a tap: a "flow" that is not an object is not a bad record
-                    if decode is _decode_head:
-                        raise
-                    rec = _decode_head(raw)
-                except _DecodeError:
+                # with a tap, a "flow" that is not an object is no bad record: the plain header
+                plain = _decode_or_none(raw) if decode is not _decode_head else None
+                if plain is None:
                     counters.parse_errors += 1
                     continue
+                rec = plain
             et = rec.event_type
             if type(et) is not str:
                 counters.parse_errors += 1
