@@ -16,6 +16,7 @@ Usage: python bench/replay.py [--sessions 4000] [--rules PATH]... [--rounds 2]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,9 @@ from appliance.replay import resolve_rule_files
 from lab.scenarios import write_pcap
 
 REPO = Path(__file__).resolve().parent.parent
-ET_OPEN = REPO.parent / "shared" / "data" / "et-open"
+_NEXT_TO_REPO = REPO.parent / "shared/data/et-open"
+ET_OPEN = Path(os.environ.get("LATERAL_ET_OPEN") or (
+    _NEXT_TO_REPO if _NEXT_TO_REPO.is_dir() else "/work/shared/data/et-open"))
 
 
 def _timed(argv: list[str]) -> float:

@@ -20,6 +20,7 @@ Usage: python bench/rules.py [--rounds 2] [--reload] [--dir DIR]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
     from rules import Updater, UpdateReport
 
 REPO = _HERE.parent
-ET_OPEN = REPO.parent / "shared" / "data" / "et-open"
+_NEXT_TO_REPO = REPO.parent / "shared/data/et-open"
+ET_OPEN = Path(os.environ.get("LATERAL_ET_OPEN") or (
+    _NEXT_TO_REPO if _NEXT_TO_REPO.is_dir() else "/work/shared/data/et-open"))
 
 
 def _suricata_t(settings: Settings, version_dir: Path, work: Path) -> float:
