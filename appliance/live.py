@@ -26,7 +26,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -151,6 +151,24 @@ def _inventory_watch(configured: Settings, running: Settings) -> InventoryWatch 
     return InventoryWatch(load, interval, policy_inventory(running, policy).vms)
 
 
+def _inventory_feed(inventory: InventoryWatch | None, health: MirrorWatch | None,
+                    ) -> Callable[[], Sequence[VmIdentity] | None] | None:
+    """The ingest loop's ``inventory_updates``: a refreshed inventory also goes to mirror
+    health, so a VM started after ``lateral run`` has its switch port judged too."""
+    if inventory is None:
+        return None
+    if health is None:
+        return inventory.take
+
+    def take() -> Sequence[VmIdentity] | None:
+        fresh = inventory.take()
+        if fresh is not None:
+            health.set_inventory(fresh)
+        return fresh
+
+    return take
+
+
 class _ApiThread:
     """The control API served from ``lateral run`` (``api.with_run``): uvicorn on a thread of
     this process, stopped with it."""
@@ -238,8 +256,7 @@ def run_live(settings: Settings, *, stop: threading.Event | None = None) -> Pipe
                                        flow_tap=health.flow if health is not None else None,
                                        stats_extra=health.stats if health is not None
                                        else None,
-                                       inventory_updates=inventory.take if inventory is not None
-                                       else None))
+                                       inventory_updates=_inventory_feed(inventory, health)))
         except BaseException as exc:  # reported by the main thread, which stops the appliance
             failure.append(exc)
             stop.set()

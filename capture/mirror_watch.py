@@ -116,18 +116,7 @@ class MirrorWatch:
         self._by_iface: dict[str, str] = {}
         self._by_mac: dict[str, str] = {}
         self._by_uuid: dict[str, str] = {}
-        for vm in inventory:
-            fields = vm_fields(vm)
-            key = vm_key(fields)
-            if not key:
-                continue
-            self._fields.setdefault(key, fields)
-            if vm.iface_id:
-                self._by_iface.setdefault(vm.iface_id, key)
-            for mac in vm.macs:
-                self._by_mac.setdefault(mac, key)
-            if vm.uuid:
-                self._by_uuid.setdefault(vm.uuid, key)
+        self.set_inventory(inventory)
         self._flows: deque[tuple[Any, ...]] = deque()
         self._findings: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -147,6 +136,29 @@ class MirrorWatch:
         self._l2_thread: threading.Thread | None = None
         self.l2_error: str | None = None
         self.l2_dropped = 0
+
+    def set_inventory(self, inventory: Iterable[VmIdentity]) -> None:
+        """Take a new inventory (the running appliance's refresh): a VM started since is
+        matched to its switch port from the next poll on. Each map is replaced whole (never
+        changed in place under the L2 and poll threads)."""
+        fields_by_key: dict[str, dict[str, Any]] = {}
+        by_iface: dict[str, str] = {}
+        by_mac: dict[str, str] = {}
+        by_uuid: dict[str, str] = {}
+        for vm in inventory:
+            fields = vm_fields(vm)
+            key = vm_key(fields)
+            if not key:
+                continue
+            fields_by_key.setdefault(key, fields)
+            if vm.iface_id:
+                by_iface.setdefault(vm.iface_id, key)
+            for mac in vm.macs:
+                by_mac.setdefault(mac, key)
+            if vm.uuid:
+                by_uuid.setdefault(vm.uuid, key)
+        self._fields, self._by_iface, self._by_mac, self._by_uuid = (
+            fields_by_key, by_iface, by_mac, by_uuid)
 
     # ------------------------------------------------------------ the L2 sniffer's side
 

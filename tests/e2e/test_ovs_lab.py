@@ -10,6 +10,7 @@ identity (name, uuid, iface-id, host), matched through the MACs in the EVE ``eth
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -137,12 +138,18 @@ def _read(out: Path) -> list[dict[str, Any]]:
 
 def test_mirror_removed_raises_mirror_health_finding(tmp_path: Path, lab: OvsLab) -> None:
     """Traffic keeps flowing between the guests while the mirror is removed in OVSDB: the
-    engine stops seeing it, the switch still counts it, and Lateral says so."""
+    engine stops seeing it, the switch still counts it, and Lateral says so. web01's port
+    carries no VM identity when the appliance starts (a VM the hypervisor names later): the
+    inventory refresh must bring it into mirror health too, or it is never judged."""
     # Suricata reports a closed TCP flow ~60 s after its last packet: windows settle for 70 s.
     cfg = tmp_path / "lateral.yaml"
+    b_ids = [f"external_ids:attached-mac={lab.b.mac}", f"external_ids:iface-id={lab.b.iface_id}",
+             f"external_ids:vm-uuid={lab.b.vm_uuid}", f"external_ids:vm-name={lab.b.name}"]
+    subprocess.run(["ovs-vsctl", "--timeout=10", "clear", "Interface", lab.b.port,
+                    "external_ids"], check=True, timeout=30)
     cfg.write_text(
         f"sensor: ovs-lab\nstate_dir: {tmp_path / 'state'}\n"
-        f"capture:\n  interface: {lab.cap_nic}\n"
+        f"capture:\n  interface: {lab.cap_nic}\n  inventory_refresh: 1\n"
         "  mirror_health: {interval: 2, settle: 70, span: 3, min_packets: 20,"
         f" raise_after: 2, clear_after: 2, bridges: [{lab.bridge}]}}\n"
         "output:\n  stats_every: 2\n"
@@ -156,6 +163,10 @@ def test_mirror_removed_raises_mirror_health_finding(tmp_path: Path, lab: OvsLab
         run = LateralRun(cfg)
         try:
             run.wait_started()
+            subprocess.run(["ovs-vsctl", "--timeout=10", "set", "Interface", lab.b.port,
+                            *b_ids], check=True, timeout=30)
+            wait_for(lambda: f"new: {lab.b.name}" in run.output, 30,
+                     "the inventory refresh to find web01")
             with _Traffic(lab) as traffic:
                 def both_ok() -> bool:
                     healths = _health(_read(out))
