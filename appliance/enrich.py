@@ -5,16 +5,41 @@ Sans-I/O: an :class:`Inventory` is built from :class:`~appliance.config.VmIdenti
 lookups by IP address and by MAC address. The identity of an end is decided by its IP address
 first (what the guest says it is) and by its MAC address second (what the switch port is), so a
 routed flow whose MAC is the gateway's is still attributed to the right VM.
+
+IPv6 addresses have many spellings, and the appliance meets three: the inventory's (validated to
+the compressed form, ``fd00::1:0:0:20``), Suricata 7's EVE (fully expanded,
+``fd00:0000:0000:0000:0001:0000:0000:0020``) and the L2 sniffer's (``inet_ntop``: compressed, an
+IPv4-mapped tail dotted). Lookups stay one dictionary access per end: each address is indexed
+under every spelling of it once, when the inventory is built (:func:`ip_spellings`).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .config import VmIdentity
 
-__all__ = ["Inventory", "merge_identity", "same_vm", "vm_fields"]
+__all__ = ["Inventory", "ip_spellings", "merge_identity", "same_vm", "vm_fields"]
+
+
+def ip_spellings(ip: str) -> tuple[str, ...]:
+    """``ip`` and the other ways records write the same address, for building lookup tables.
+
+    For IPv6: ``ip`` as given, compressed, fully expanded (Suricata's EVE) and ``inet_ntop``'s
+    form (the L2 sniffer's), without a ``%scope`` (records carry none). IPv4, and anything that
+    is not an address, only as given.
+    """
+    if ":" not in ip:
+        return (ip,)
+    try:
+        addr = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return (ip,)
+    return tuple(dict.fromkeys((ip, addr.compressed, addr.exploded,
+                                socket.inet_ntop(socket.AF_INET6, addr.packed))))
 
 
 def vm_fields(vm: VmIdentity) -> dict[str, Any]:
@@ -56,7 +81,8 @@ def merge_identity(primary: VmIdentity, other: VmIdentity) -> VmIdentity:
 
 
 class Inventory:
-    """VM identities indexed by IP and MAC; replaced wholesale when the inventory refreshes."""
+    """VM identities indexed by IP (every spelling, see :func:`ip_spellings`) and MAC; replaced
+    wholesale when the inventory refreshes."""
 
     __slots__ = ("_by_ip", "_by_mac", "_vms")
 
@@ -67,7 +93,8 @@ class Inventory:
         for vm in self._vms:
             fields = vm_fields(vm)
             for ip in vm.ips:
-                self._by_ip[ip] = fields
+                for spelling in ip_spellings(ip):
+                    self._by_ip[spelling] = fields
             for mac in vm.macs:
                 self._by_mac[mac] = fields
 

@@ -21,7 +21,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from ..enrich import Inventory
+from ..enrich import Inventory, ip_spellings
 from .dedup import Deduper, record_time
 from .finding import policy_finding as _base
 from .model import ManagementSpec, PolicyFile, ScanSpec
@@ -218,10 +218,15 @@ class SpoofCheck:
     def __init__(self, inventory: Inventory, dedup_window: float) -> None:
         self.inventory = inventory
         self.dedup = Deduper(dedup_window)
+        # MAC -> its VM's addresses in every spelling (EVE writes IPv6 fully expanded, the
+        # inventory compressed), so the check stays one set lookup; and as configured, for reasons.
         self._ips_of: dict[str, frozenset[str]] = {}
+        self._shown: dict[str, tuple[str, ...]] = {}
         for vm in inventory.vms:
+            spellings = frozenset(s for ip in vm.ips for s in ip_spellings(ip))
             for mac in vm.macs:
-                self._ips_of[mac] = frozenset(vm.ips)
+                self._ips_of[mac] = spellings
+                self._shown[mac] = vm.ips
 
     def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
               dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -235,10 +240,10 @@ class SpoofCheck:
         for mac in macs if isinstance(macs, list) else ():
             owned = self._ips_of.get(mac)
             if owned and src_ip not in owned:
-                return self._spoofed(rec, mac, owned, dest_vm)
+                return self._spoofed(rec, mac, dest_vm)
         return []
 
-    def _spoofed(self, rec: Mapping[str, Any], mac: str, owned: frozenset[str],
+    def _spoofed(self, rec: Mapping[str, Any], mac: str,
                  dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         src_ip = rec.get("src_ip")
         sender = self.inventory.by_mac(mac)
@@ -250,7 +255,7 @@ class SpoofCheck:
         else:
             rule_id = "unbound-address"
             reason = (f"{sender_name} ({mac}) sends from {src_ip}, an address not bound to it "
-                      f"(its addresses: {', '.join(sorted(owned))})")
+                      f"(its addresses: {', '.join(sorted(self._shown[mac]))})")
         now = record_time(rec.get("timestamp")) or 0.0
         return self.dedup.offer(
             ("spoof", mac, src_ip), now, rec.get("timestamp"),

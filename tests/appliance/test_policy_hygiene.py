@@ -129,3 +129,29 @@ def test_ip_spoofing_from_a_known_mac() -> None:
     assert "dev07 (52:54:00:00:00:42) sends from 10.0.0.20, which belongs to db01" in \
         findings[0]["policy"]["reason"]
     assert findings[0]["lateral"]["src_vm"]["name"] == "dev07"
+
+
+def test_ipv6_spoof_check_matches_suricata_spelling() -> None:
+    """The inventory says ``fd00::1:0:0:42`` (compressed); Suricata's EVE writes IPv6 fully
+    expanded. dev07 sending from its own address is silent; from db01's or an unbound one, not."""
+    vms = [VmIdentity(name="db01", ips=("fd00::1:0:0:14",), macs=("52:54:00:00:00:14",)),
+           VmIdentity(name="dev07", ips=("fd00::1:0:0:42",), macs=("52:54:00:00:00:42",))]
+    inv = Inventory(vms)
+    policy = parse_policy({"checks": {"scan": {"enabled": False}}})
+    p = Pipeline(sensor="s", inventory=inv, checks=build_checks(policy, inv))
+    own = "fd00:0000:0000:0000:0001:0000:0000:0042"
+    out = p.process([
+        _flow_mac(own, "52:54:00:00:00:42", 1.0),  # dev07 as itself
+        _flow_mac("fd00::1:0:0:42", "52:54:00:00:00:42", 1.5),  # the same, compressed
+        _flow_mac("fd00:0000:0000:0000:0001:0000:0000:0014", "52:54:00:00:00:42", 2.0),
+        _flow_mac("fd00:0000:0000:0000:0001:0000:0000:0099", "52:54:00:00:00:42", 3.0),
+    ]) + p.flush()
+    records = [orjson.loads(x) for x in out]
+    findings = [r for r in records if r["event_type"] == "policy"]
+    assert [f["policy"]["rule_id"] for f in findings] == ["ip-spoof", "unbound-address"]
+    assert "dev07 (52:54:00:00:00:42) sends from fd00:0000:0000:0000:0001:0000:0000:0014, " \
+           "which belongs to db01" in findings[0]["policy"]["reason"]
+    assert "(its addresses: fd00::1:0:0:42)" in findings[1]["policy"]["reason"]
+    flows = [r for r in records if r["event_type"] == "flow"]
+    assert flows[0]["lateral"]["src_vm"]["name"] == "dev07"
+    assert flows[2]["lateral"]["src_vm"]["name"] == "db01"  # by address: whom it claims to be
