@@ -26,7 +26,7 @@ from typing import Any
 from capture.l2 import ArpEvent, DhcpEvent, FrameInfo, L2Event, RaEvent, TcpPayload, parse_frame
 from capture.pcapread import read_frames
 
-from ..enrich import Inventory
+from ..enrich import Inventory, ip_spellings
 from .cleartext import CleartextCredentials
 from .dedup import Deduper
 from .model import L2Spec
@@ -52,8 +52,9 @@ class L2Checks:
             if len(vm.macs) == 1:
                 for ip in vm.ips:
                     self.bindings[ip] = (vm.macs[0], "inventory")
-        self.dhcp_servers = {s.lower() for s in spec.dhcp_servers}
-        self.routers = {r.lower() for r in spec.routers}
+        # MACs or addresses; an IPv6 address matches the sniffer's spelling however it is written
+        self.dhcp_servers = {v for s in spec.dhcp_servers for v in ip_spellings(s.lower())}
+        self.routers = {v for r in spec.routers for v in ip_spellings(r.lower())}
         self.cleartext = (CleartextCredentials(inventory, dedup_window, dict(spec.cleartext_ports))
                           if spec.cleartext else None)
         self.tcp_ports = self.cleartext.tcp_ports if self.cleartext else frozenset()

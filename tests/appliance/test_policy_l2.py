@@ -62,6 +62,15 @@ def test_configured_dhcp_server_and_router() -> None:
     assert {f["policy"]["rule_id"] for f in _feed(checks, ra.benign)} == {"rogue-ra"}
 
 
+
+def test_router_given_as_an_expanded_ipv6_address() -> None:
+    """The sniffer spells the RA's source compressed; the policy may spell it any valid way."""
+    spec = L2Spec(routers=("FE80:0000:0000:0000:5054:00FF:FE4C:0042",))  # dev07's link-local
+    checks = L2Checks(spec, INVENTORY, dedup_window=60)
+    ra = ATTACKS["rogue_ra"]()
+    assert _feed(checks, ra.attack) == []
+    assert {f["policy"]["rule_id"] for f in _feed(checks, ra.benign)} == {"rogue-ra"}
+
 def test_parser_events(tmp_path: Path) -> None:
     types = {}
     for name in ("arp_spoof", "rogue_dhcp", "rogue_ra"):
