@@ -4,14 +4,16 @@ Each ``flow`` record's ends are placed in the policy's groups (by the VM's label
 address's CIDR, the flow's VLAN), then the ordered rules are walked: the first rule whose groups,
 protocol, port and app-layer protocol match decides; no match falls to the default action. An
 ``alert`` decision is a finding that names the rule and why. Both steps are cached — group
-membership per (address, VM, VLAN), decisions per (groups, protocol, port, app protocol) — so a
-policy of a thousand rules costs a few dictionary lookups per flow once warm.
+membership per (address, VM, VLAN), and the rules that can decide between two sets of groups
+(usually none or a few of a thousand) — so a flow costs three dictionary lookups and a test of
+those few rules.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
 from .dedup import Deduper, record_time
@@ -22,6 +24,15 @@ __all__ = ["Segmentation"]
 
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Decision = tuple[PolicyRule | None, str]
+# The fields a flow's decision needs, read from the pipeline's decoded header in one C call.
+_NAMES = ("vlan", "src_ip", "dest_ip", "proto", "dest_port", "app_proto")
+_FIELDS = attrgetter(*_NAMES)
+# A rule as a flow is tested against it: (proto or None for any, ports or None for any,
+# app_proto or None, silent: allowed or left to Suricata's compiled rule, the rule).
+_Candidate = tuple[str | None, frozenset[int] | None, str | None, bool, PolicyRule]
+_MAX_CACHED = 200_000  # membership entries kept (addresses seen) before starting afresh
+_MAX_SETS = 4096  # distinct group sets (the table is at most this squared, filled as seen)
+_PROTOS = {"TCP": "tcp", "UDP": "udp", "ICMP": "icmp"}  # Suricata's spelling → the policy's
 
 
 class Segmentation:
@@ -47,21 +58,52 @@ class Segmentation:
         self._by_pair: dict[tuple[str, str], list[int]] = {}
         for n, rule in enumerate(policy.rules):
             self._by_pair.setdefault((rule.src, rule.dest), []).append(n)
-        self._membership: dict[tuple[Any, Any, Any], frozenset[str]] = {}
-        self._decisions: dict[tuple[Any, ...], _Decision] = {}
-        self._flows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._default_silent = policy.default_action != "alert"
+        self._vm_only = not (self._cidr_groups or self._vlan_groups)
         self.dedup = Deduper(policy.dedup_window)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Empty the caches (at start, and should they ever grow past their bounds)."""
+        # Each distinct set of groups an end was placed in gets a small number; the rules
+        # between two sets sit in a table indexed by those numbers (no hashing per flow).
+        self._sets: list[frozenset[str]] = []
+        self._set_index: dict[frozenset[str], int] = {}
+        self._table: list[list[tuple[_Candidate, ...] | None]] = []
+        self._membership: dict[tuple[Any, Any, Any], int] = {}
+        self._by_vm: dict[int, tuple[Mapping[str, Any] | None, int]] = {}
 
     # ------------------------------------------------------------ placing ends in groups
 
     def groups_of(self, ip: Any, vm: Mapping[str, Any] | None, vlan: Any) -> frozenset[str]:
+        """The groups an end is in (its address, VM identity, the flow's VLAN)."""
+        return self._sets[self._index(ip, vm, vlan)]
+
+    def _index(self, ip: Any, vm: Mapping[str, Any] | None, vlan: Any) -> int:
         key = (ip, vm.get("name") if vm else None, vlan)
         found = self._membership.get(key)
         if found is None:
-            found = self._place(ip, vm, vlan)
-            if len(self._membership) > 200_000:
+            groups = self._place(ip, vm, vlan)
+            found = self._set_index.get(groups)
+            if found is None:
+                if len(self._sets) >= _MAX_SETS:
+                    self._forget()
+                found = self._set_index[groups] = len(self._sets)
+                self._sets.append(groups)
+                self._table.append([])
+            if len(self._membership) > _MAX_CACHED:
                 self._membership.clear()
             self._membership[key] = found
+        return found
+
+    def _vm_index(self, vm: Mapping[str, Any] | None) -> int:
+        """A VM's group set number when only labels and names place it (no CIDR or VLAN
+        groups), cached by the identity mapping — held in the cache, so its id is never
+        another's."""
+        found = self._index(None, vm, None)
+        if len(self._by_vm) > _MAX_CACHED:
+            self._by_vm.clear()
+        self._by_vm[id(vm)] = (vm, found)
         return found
 
     def _place(self, ip: Any, vm: Mapping[str, Any] | None, vlan: Any) -> frozenset[str]:
@@ -91,67 +133,87 @@ class Segmentation:
 
     # ------------------------------------------------------------ deciding
 
-    def decide(self, src: frozenset[str], dest: frozenset[str], proto: str, port: Any,
-               app_proto: Any) -> _Decision:
-        key = (src, dest, proto, port, app_proto)
-        found = self._decisions.get(key)
-        if found is None:
-            found = self._walk(src, dest, proto, port, app_proto)
-            if len(self._decisions) > 200_000:
-                self._decisions.clear()
-            self._decisions[key] = found
-        return found
-
-    def _walk(self, src: frozenset[str], dest: frozenset[str], proto: str, port: Any,
-              app_proto: Any) -> _Decision:
+    def rules_between(self, src: frozenset[str], dest: frozenset[str]) -> tuple[_Candidate, ...]:
+        """The rules that can decide between ends in these groups, in policy order."""
         by_pair = self._by_pair
-        candidates: list[int] = []
+        positions: list[int] = []
         for s_group in src:
             for d_group in dest:
-                found = by_pair.get((s_group, d_group))
-                if found:
-                    candidates.extend(found)
+                positions.extend(by_pair.get((s_group, d_group), ()))
         rules = self.policy.rules
-        for n in sorted(candidates):  # policy order: the first match decides
-            rule = rules[n]
-            if rule.proto != "any" and rule.proto != proto:
-                continue
-            if rule.ports and port not in rule.ports:
-                continue
-            if rule.app_proto is not None and rule.app_proto != app_proto:
-                continue
-            return rule, rule.action
+        return tuple(
+            (None if r.proto == "any" else r.proto, frozenset(r.ports) if r.ports else None,
+             r.app_proto, r.action != "alert" or r.id in self.compiled, r)
+            for r in (rules[n] for n in sorted(positions)))
+
+    def _fill(self, si: int, di: int) -> tuple[_Candidate, ...]:
+        """The table's cell for two group set numbers, computed once."""
+        found = self.rules_between(self._sets[si], self._sets[di])
+        row = self._table[si]
+        if len(row) <= di:
+            row.extend([None] * (di + 1 - len(row)))
+        row[di] = found
+        return found
+
+    def decide(self, src: frozenset[str], dest: frozenset[str], proto: str, port: Any,
+               app_proto: Any) -> _Decision:
+        """The first rule between these groups matching protocol (lower case), port and app
+        protocol, with its action; ``(None, default action)`` when none does."""
+        for r_proto, ports, app, _silent, rule in self.rules_between(src, dest):
+            if (r_proto is None or r_proto == proto) and (ports is None or port in ports) \
+                    and (app is None or app == app_proto):
+                return rule, rule.action
         return None, self.policy.default_action
 
     # ------------------------------------------------------------ the hook
 
     def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
               dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-        if rec.get("event_type") != "flow":
-            return []
-        vlans = rec.get("vlan")
+        # Called for every flow record. An allowed flow (nearly all of them) costs two cached
+        # membership lookups, one cached lookup of the rules between those groups and a test
+        # of the (few) rules found.
+        try:  # the pipeline's decoded header: its fields in one C call
+            vlans, src_ip, dest_ip, raw_proto, port, app_proto = _FIELDS(rec)
+        except AttributeError:  # a whole record (a dict), or another mapping
+            vlans, src_ip, dest_ip, raw_proto, port, app_proto = map(rec.get, _NAMES)
         vlan = vlans[0] if type(vlans) is list and vlans else None
-        src_ip, dest_ip = rec.get("src_ip"), rec.get("dest_ip")
-        port, app_proto, raw_proto = rec.get("dest_port"), rec.get("app_proto"), rec.get("proto")
-        src_name = src_vm.get("name") if src_vm else None
-        dest_name = dest_vm.get("name") if dest_vm else None
-        # Most flows repeat a (who, whom, how) already decided: one lookup.
-        fkey = (src_ip, dest_ip, src_name, dest_name, vlan, raw_proto, port, app_proto)
-        hit = self._flows.get(fkey)
-        if hit is None:
-            proto = str(raw_proto or "").lower()
-            src_groups = self.groups_of(src_ip, src_vm, vlan)
-            dest_groups = self.groups_of(dest_ip, dest_vm, vlan)
-            rule, action = self.decide(src_groups, dest_groups, proto, port, app_proto)
-            hit = (rule, action, src_groups, dest_groups, proto)
-            if len(self._flows) > 200_000:
-                self._flows.clear()
-            self._flows[fkey] = hit
-        rule, action, src_groups, dest_groups, proto = hit
-        if action != "alert" or (rule is not None and rule.id in self.compiled):
+        if self._vm_only:  # groups by labels and names only: the VM identity decides
+            by_vm = self._by_vm
+            hit = by_vm.get(id(src_vm))
+            si = hit[1] if hit is not None and hit[0] is src_vm else self._vm_index(src_vm)
+            hit = by_vm.get(id(dest_vm))
+            di = hit[1] if hit is not None and hit[0] is dest_vm else self._vm_index(dest_vm)
+        else:
+            si = self._index(src_ip, src_vm, vlan)
+            di = self._index(dest_ip, dest_vm, vlan)
+        row = self._table[si]
+        candidates = row[di] if di < len(row) else None
+        if candidates is None:
+            candidates = self._fill(si, di)
+        if not candidates and self._default_silent:
             return []
-        src_name = src_name or src_ip
-        dest_name = dest_name or dest_ip
+        proto = _PROTOS.get(raw_proto) or str(raw_proto or "").lower()
+        decided: PolicyRule | None = None
+        for r_proto, ports, app, silent, rule in candidates:
+            if (r_proto is None or r_proto == proto) and (ports is None or port in ports) \
+                    and (app is None or app == app_proto):
+                if silent:
+                    return []
+                decided = rule
+                break
+        else:
+            if self._default_silent:
+                return []
+        return self._violation(rec, decided, proto, port, app_proto, src_vm, dest_vm,
+                               (src_vm.get("name") if src_vm else None) or src_ip,
+                               (dest_vm.get("name") if dest_vm else None) or dest_ip,
+                               self._sets[si], self._sets[di])
+
+    def _violation(self, rec: Mapping[str, Any], rule: PolicyRule | None, proto: str, port: Any,
+                   app_proto: Any, src_vm: Mapping[str, Any] | None,
+                   dest_vm: Mapping[str, Any] | None, src_name: Any, dest_name: Any,
+                   src_groups: frozenset[str], dest_groups: frozenset[str],
+                   ) -> list[dict[str, Any]]:
         ts = rec.get("timestamp")
         now = record_time(ts) or 0.0
         key = (src_name, dest_name, proto, port, rule.id if rule else None)
