@@ -27,6 +27,13 @@ _Decision = tuple[PolicyRule | None, str]
 # The fields a flow's decision needs, read from the pipeline's decoded header in one C call.
 _NAMES = ("vlan", "src_ip", "dest_ip", "proto", "dest_port", "app_proto")
 _FIELDS = attrgetter(*_NAMES)
+
+
+def _fields(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+    try:  # the pipeline's decoded header
+        return _FIELDS(rec)
+    except AttributeError:  # a whole record (a dict), or another mapping
+        return tuple(map(rec.get, _NAMES))
 # A rule as a flow is tested against it: (proto or None for any, ports or None for any,
 # app_proto or None, silent: allowed or left to Suricata's compiled rule, the rule).
 _Candidate = tuple[str | None, frozenset[int] | None, str | None, bool, PolicyRule]
@@ -172,11 +179,7 @@ class Segmentation:
         # Called for every flow record. An allowed flow (nearly all of them) costs two cached
         # membership lookups, one cached lookup of the rules between those groups and a test
         # of the (few) rules found.
-        try:  # the pipeline's decoded header: its fields in one C call
-            vlans, src_ip, dest_ip, raw_proto, port, app_proto = _FIELDS(rec)
-        except AttributeError:  # a whole record (a dict), or another mapping
-            vlans, src_ip, dest_ip, raw_proto, port, app_proto = map(rec.get, _NAMES)
-        vlan = vlans[0] if type(vlans) is list and vlans else None
+        fields = None
         if self._vm_only:  # groups by labels and names only: the VM identity decides
             by_vm = self._by_vm
             hit = by_vm.get(id(src_vm))
@@ -184,14 +187,18 @@ class Segmentation:
             hit = by_vm.get(id(dest_vm))
             di = hit[1] if hit is not None and hit[0] is dest_vm else self._vm_index(dest_vm)
         else:
-            si = self._index(src_ip, src_vm, vlan)
-            di = self._index(dest_ip, dest_vm, vlan)
+            fields = _fields(rec)
+            vlans = fields[0]
+            vlan = vlans[0] if type(vlans) is list and vlans else None
+            si = self._index(fields[1], src_vm, vlan)
+            di = self._index(fields[2], dest_vm, vlan)
         row = self._table[si]
         candidates = row[di] if di < len(row) else None
         if candidates is None:
             candidates = self._fill(si, di)
         if not candidates and self._default_silent:
-            return []
+            return []  # no rule between these groups, default allow: the record is not read
+        _, src_ip, dest_ip, raw_proto, port, app_proto = fields or _fields(rec)
         proto = _PROTOS.get(raw_proto) or str(raw_proto or "").lower()
         decided: PolicyRule | None = None
         for r_proto, ports, app, silent, rule in candidates:
