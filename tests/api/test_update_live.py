@@ -50,12 +50,12 @@ from ..rules.test_reload_live import (
     _frames,
     _last_reload,
 )
+from ..shared_data import ET_OPEN
 from .conftest import REPO, _free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow,
               pytest.mark.timeout(1500)]
 
-ET_OPEN = Path("/work/shared/data/et-open")
 ET_OPEN_ACTIVE = 22_445  # ET Open's own count (SOURCE.md; tests/rules/conftest.py)
 FLOWBIT_ENABLED = 130  # enabled by suricata-update for flowbit dependencies (test_et_open.py)
 BUNDLED = 8

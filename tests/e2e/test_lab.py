@@ -32,12 +32,12 @@ from capture.ovsdb import DEFAULT_DB, OvsdbClient
 from capture.ovsdb_values import as_map
 from lab.live import Lab, ensure_ovs, load_lab, run_traffic
 
+from ..shared_data import ET_OPEN
 from .helpers import REPO, read_eve, run_lateral
 from .running import LateralRun, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.suricata, pytest.mark.slow]
 
-ET_OPEN = Path("/work/shared/data/et-open")
 # ET Open rules for three of the attacks: /etc/passwd in a URI, an SSH scan, a failed telnet login.
 ET_SIDS = (2049400, 2001219, 2101251)
 # Rules that alert on the server's answer: the alert's source is the server.

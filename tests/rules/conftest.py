@@ -14,7 +14,8 @@ from appliance.render import RenderTarget, write_config
 from rules import RulesSettings, Updater, UpdateReport
 from rules.update import engine_settings
 
-ET_OPEN = Path("/work/shared/data/et-open")
+from ..shared_data import ET_OPEN
+
 # ET Open's own count (SOURCE.md): active rules as the files ship them.
 ET_OPEN_ACTIVE = 22_445
 
