@@ -39,7 +39,7 @@ from appliance.es.cli import build_query
 from appliance.es.stats import connect_configured
 from appliance.live import LivePaths
 from appliance.validate import ValidationReport, validate
-from capture.inventory import load_inventory
+from capture.inventory import connect_ovsdb, load_inventory
 from capture.ovsdb import DEFAULT_DB, OvsdbClient
 from capture.ovsdb_values import OvsdbError
 from rules import Rule, RuleStore, parse, parse_file
@@ -254,7 +254,7 @@ def ovsdb(settings: Settings, timeout: float = 10.0) -> Iterator[OvsdbClient]:
     """The settings' OVSDB (``capture.ovsdb``, default the local switch), as the CLI opens it."""
     address = settings.capture.ovsdb or DEFAULT_DB
     try:
-        client = OvsdbClient.connect(address, timeout=timeout)
+        client = connect_ovsdb(settings, address, timeout=timeout)
     except OvsdbError as exc:
         raise Unavailable(exc.message, hint=exc.hint or "is Open vSwitch running? "
                           "(capture.ovsdb names the switch's OVSDB)") from None

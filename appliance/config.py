@@ -274,6 +274,11 @@ class CaptureSettings(_Model):
     # Where VM identity comes from besides the config: the switch's OVSDB (unix:/path, tcp:…,
     # ssl:…); default: the local socket when it exists.
     ovsdb: str | None = None
+    # For an ssl: ovsdb: the CA that signed the switch's certificate, and Lateral's own
+    # certificate and private key (ovsdb-server checks them against its CA).
+    ovsdb_ca_cert: Path | None = None
+    ovsdb_cert: Path | None = None
+    ovsdb_private_key: Path | None = None
     # Seconds between re-reads of the switch's VM inventory while running (new or moved VMs
     # named without a restart); 0 = only at start.
     inventory_refresh: float = Field(default=30.0, ge=0)

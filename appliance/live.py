@@ -32,11 +32,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from capture.inventory import default_db_present, load_inventory
+from capture.inventory import connect_ovsdb, default_db_present, load_inventory
 from capture.inventory_watch import InventoryWatch
 from capture.mirror_watch import MirrorWatch
 from capture.nic import prepare_nic
-from capture.ovsdb import DEFAULT_DB, OvsdbClient
+from capture.ovsdb import DEFAULT_DB
 from capture.sniffer import L2Sniffer, l2_filter
 
 from .config import Settings, VmIdentity
@@ -129,7 +129,7 @@ def _mirror_watch(settings: Settings, interface: str | None = None,
     # switch port and its flows meet on the same key.
     policy = load_policy(settings.policy) if settings.policy is not None else None
     return MirrorWatch(spec, policy_inventory(settings, policy).vms,
-                       lambda: OvsdbClient.connect(address, timeout=5.0), address=address,
+                       lambda: connect_ovsdb(settings, address, timeout=5.0), address=address,
                        interface=interface)
 
 

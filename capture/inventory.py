@@ -30,6 +30,7 @@ from .ovsdb_values import Atom, OvsdbError, as_map
 
 __all__ = [
     "NAME_KEYS",
+    "connect_ovsdb",
     "default_db_present",
     "UUID_KEYS",
     "identity_from_interface",
@@ -118,6 +119,16 @@ def default_db_present() -> bool:
     return isinstance(target, str) and Path(target).exists()
 
 
+def connect_ovsdb(settings: Settings, address: str | None = None, *,
+                  timeout: float = 10.0) -> OvsdbClient:
+    """Open ``address`` (default ``capture.ovsdb``, else the local switch) with the configured
+    TLS files (``capture.ovsdb_ca_cert``, ``ovsdb_cert``, ``ovsdb_private_key``: for ``ssl:``)."""
+    capture = settings.capture
+    return OvsdbClient.connect(address or capture.ovsdb or DEFAULT_DB, timeout=timeout,
+                               ca_cert=capture.ovsdb_ca_cert, cert=capture.ovsdb_cert,
+                               key=capture.ovsdb_private_key)
+
+
 def load_inventory(settings: Settings, db: str | None = None,
                    timeout: float = 5.0) -> list[VmIdentity]:
     """The configured inventory merged with the switch's.
@@ -129,7 +140,7 @@ def load_inventory(settings: Settings, db: str | None = None,
     if db is None and not default_db_present():
         return list(settings.inventory)
     try:
-        with OvsdbClient.connect(db or DEFAULT_DB, timeout=timeout) as client:
+        with connect_ovsdb(settings, db or DEFAULT_DB, timeout=timeout) as client:
             found = inventory_from_ovsdb(client)
     except OvsdbError as exc:
         if db is not None:

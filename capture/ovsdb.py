@@ -283,12 +283,25 @@ def _wrap_ssl(sock: socket.socket, host: str, ca_cert: Path | None, cert: Path |
     if ca_cert is None or cert is None or key is None:
         sock.close()
         raise OvsdbError("ssl: OVSDB addresses need a CA certificate, a certificate and a key",
-                         hint="pass --ca-cert, --cert and --private-key")
+                         hint="pass --ca-cert, --cert and --private-key (in the config: "
+                              "capture.ovsdb_ca_cert, ovsdb_cert and ovsdb_private_key)")
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_cert))
         context.check_hostname = False  # OVS PKI certificates name switches, not hosts
         context.load_cert_chain(str(cert), str(key))
+    except OSError as exc:  # ssl.SSLError included
+        sock.close()
+        raise OvsdbError(f"cannot use the TLS files for OVSDB at {host}: {exc}",
+                         hint="the CA certificate, certificate and key must be readable PEM "
+                              "files, the key matching the certificate") from None
+    try:
         return context.wrap_socket(sock, server_hostname=host)
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise OvsdbError(f"TLS to OVSDB at {host} failed: the switch's certificate is not "
+                         f"trusted ({exc.verify_message})",
+                         hint="the CA certificate must be the one that signed the switch's "
+                              "certificate (OVS PKI: switchca/cacert.pem)") from None
+    except OSError as exc:
         sock.close()
         raise OvsdbError(f"TLS to OVSDB at {host} failed: {exc}") from None
