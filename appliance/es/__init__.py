@@ -7,8 +7,10 @@ The pieces, each usable alone:
 - :mod:`.templates`: the component and index templates with an explicit mapping of every field
   :mod:`.ecs` writes, the ILM policy where the cluster has ILM; :func:`setup` is idempotent.
 - :mod:`.shipper`: :class:`EsShipper`, a :class:`~appliance.outputs.Sink` whose ``write`` only
-  appends to a durable on-disk spool; its own thread ships with bulk requests, retries with
-  backoff, sends rejects to a dead-letter file and replays the spool in order after an outage.
+  appends to a durable on-disk spool (:mod:`._spool`, writer side); a shipping loop
+  (:mod:`._loop`, in a child process of its own, or in a thread when given a client) reads the
+  spool, ships with bulk requests (:mod:`._bulk`), retries with backoff, sends rejects to a
+  dead-letter file (:mod:`._deadletter`) and replays the spool in order after an outage.
 - :mod:`._client`: the one client factory (API key, basic auth, CA file), speaking REST API
   compatibility 8 so that the 9.x Python client works with 8.x and 9.x servers.
 - :mod:`.sink`: :class:`ShippingEveSink` (EVE file + shipper, for replay/ingest/run) and

@@ -1,42 +1,28 @@
-"""One bulk round trip, and where it runs (a thread, or a process of its own).
+"""One bulk round trip: spooled EVE lines in, one :class:`Outcome` out.
 
 :class:`Bulker` turns spooled EVE lines into ECS documents and sends them in one bulk request,
 returning an :class:`Outcome` per line (stored, duplicate, replaced, to retry, rejected). It keeps
 no state between calls; the retry loop, the spool and the dead-letter file belong to the
-shipper. A whole request that fails with a connection error, a timeout, 429 or 5xx comes back
-as ``failure`` with every line to retry.
-
-The CPU-heavy part of shipping (parsing, ECS conversion, serialising, reading the response) would
-compete with the pipeline for the interpreter lock if it ran in a thread of the pipeline's
-process. :class:`ProcessRunner` runs a :class:`Bulker` in a child process (``spawn``) and talks
-to it over a pipe: the shipper's thread only passes bytes and small outcomes, so the packet
-path keeps its core. The child runs at a lower CPU priority (nice +10): when the pipeline and
-shipping want the same core, the pipeline gets it, and the spool holds what is not shipped yet.
-The lines travel as the spool holds them (one buffer, newline-separated), so the shipper's
-thread neither splits nor joins them. :class:`ThreadRunner` runs it in the calling thread
-(tests, small setups). If the child dies, the runner reports a failure (the lines are retried)
-and starts a new one.
+shipping loop (:mod:`._loop`), which calls it in the host it runs in (the shipper's child
+process, or a thread). A whole request that fails with a connection error, a timeout, 429 or
+5xx comes back as ``failure`` with every line to retry.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch
 
-from ._client import COMPAT_ACCEPT, COMPAT_NDJSON, connect
+from ._client import COMPAT_ACCEPT, COMPAT_NDJSON
 from .ecs import dataset, doc_id, to_ecs
 from .templates import data_stream, setup
 
-__all__ = ["Bulker", "Outcome", "ProcessRunner", "Rejected", "Runner", "ThreadRunner"]
+__all__ = ["Bulker", "Outcome", "Rejected"]
 
 _HEADERS = {"accept": COMPAT_ACCEPT, "content-type": COMPAT_NDJSON}
 _PARAMS = {"filter_path": "errors,items.*.status,items.*.error,items.*._index"}
@@ -184,131 +170,3 @@ class Bulker:
             if int(next(iter(item.values())).get("status", 0)) not in (200, 201):
                 again.append(k)  # changed meanwhile (409) or busy: send the record again
         return again
-
-
-_WORKER_NICE = 10  # the bulk worker's CPU priority below the pipeline's
-
-
-class Runner(Protocol):
-    def setup(self) -> str | None: ...
-
-    def send(self, data: bytes | memoryview, count: int) -> Outcome:
-        """Ship ``count`` lines given as one newline-separated buffer."""
-        ...
-
-    def close(self) -> None: ...
-
-    def interrupt(self) -> None: ...
-
-
-class ThreadRunner:
-    """A :class:`Bulker` called in the shipper's own thread."""
-
-    def __init__(self, client: Elasticsearch, namespace: str, host: str | None) -> None:
-        self._bulker = Bulker(client, namespace, host)
-
-    def setup(self) -> str | None:
-        return self._bulker.setup()
-
-    def send(self, data: bytes | memoryview, count: int) -> Outcome:
-        return self._bulker.send(bytes(data).split(b"\n"))
-
-    def interrupt(self) -> None:
-        """Nothing to do: a request in flight ends within the client's request timeout."""
-
-    def close(self) -> None:
-        self._bulker.client.close()
-
-
-def _serve(conn: Connection, connection: Mapping[str, Any], namespace: str,
-           host: str | None) -> None:
-    """The child process: answer setup (``S``) and bulk (``B``, then the lines) messages."""
-    try:
-        os.nice(_WORKER_NICE)
-    except OSError:  # not allowed here: ship at the same priority
-        pass
-    client = connect(**connection)
-    bulker = Bulker(client, namespace, host)
-    try:
-        while True:
-            try:
-                msg = conn.recv_bytes()
-            except EOFError:
-                return
-            if msg == b"S":
-                conn.send(bulker.setup())
-            elif msg == b"B":
-                conn.send(bulker.send(conn.recv_bytes().split(b"\n")))
-            else:
-                return
-    finally:
-        client.close()
-        conn.close()
-
-
-class ProcessRunner:
-    """A :class:`Bulker` in a child process; ``connection`` are :func:`connect`'s arguments."""
-
-    def __init__(self, connection: Mapping[str, Any], namespace: str, host: str | None) -> None:
-        self._args = (dict(connection), namespace, host)
-        self._ctx = multiprocessing.get_context("spawn")
-        self._closing = False
-        self._proc: Any = None
-        self._start()
-
-    def _start(self) -> None:
-        self._conn, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child, *self._args),
-                                       name="lateral-es-bulk", daemon=True)
-        self._proc.start()
-        child.close()
-
-    def _call(self, *msgs: bytes | memoryview) -> Any:
-        if self._proc is None:
-            raise EOFError("the bulk worker process was stopped")
-        try:
-            for msg in msgs:
-                self._conn.send_bytes(msg)
-            return self._conn.recv()
-        except (EOFError, OSError):  # the child died (or was interrupted): start a new one
-            self._stop_child()
-            if not self._closing:
-                self._start()
-            raise
-
-    def setup(self) -> str | None:
-        try:
-            result: str | None = self._call(b"S")
-        except (EOFError, OSError) as exc:
-            return f"bulk worker process failed: {exc!r}"
-        return result
-
-    def send(self, data: bytes | memoryview, count: int) -> Outcome:
-        try:
-            result: Outcome = self._call(b"B", data)
-        except (EOFError, OSError) as exc:
-            return Outcome(failure=f"bulk worker process failed: {exc!r}",
-                           retry=list(range(count)))
-        return result
-
-    def interrupt(self) -> None:
-        """Stop a request in flight (at close, after the timeout): the child is ended."""
-        self._closing = True
-        proc = self._proc
-        if proc is not None and proc.is_alive():
-            proc.terminate()
-
-    def _stop_child(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        self._conn.close()
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        proc.close()
-
-    def close(self) -> None:
-        self._closing = True
-        self._stop_child()

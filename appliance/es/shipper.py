@@ -1,13 +1,20 @@
 """Shipping records to Elasticsearch without losing any and without blocking the pipeline.
 
 :class:`EsShipper` is a :class:`~appliance.outputs.Sink`. ``write(lines)`` appends the lines to a
-durable on-disk spool (:mod:`._spool`) and returns: the caller (the pipeline, the packet path)
-never waits for the network. A thread of the shipper's own reads the spool in order and hands
-each batch to a runner (:mod:`._bulk`) that turns the records into ECS documents (:mod:`.ecs`)
-and sends them with the bulk API. Given ``connection`` (:func:`~appliance.es.connect`'s
-arguments) the runner is a child process, so conversion and serialisation do not compete with
-the pipeline for the interpreter lock (the appliance's mode); given a ``client``, it runs in the
-shipper's thread.
+durable on-disk spool (:mod:`._spool`, its writer side) and returns: the caller (the pipeline, the
+packet path) never waits for the network. The spool's reader side belongs to a shipping loop
+(:mod:`._loop`): it reads the spool in order from the committed cursor, turns the records into
+ECS documents (:mod:`.ecs`), sends them with the bulk API (:mod:`._bulk`), and commits the cursor.
+
+Given ``connection`` (:func:`~appliance.es.connect`'s arguments) the loop runs in a child process
+of its own (``spawn``, nice +10): the pipeline's process keeps no thread that ships, so shipping
+never holds or waits for the pipeline's interpreter lock (the appliance's mode). The two share
+only the spool directory, a wake-up pipe (one byte after ``batch_docs`` records and on
+``flush()``) and a little shared memory holding the loop's counters and last error, which
+:meth:`EsShipper.stats` reads without a round trip. A child that dies is started again (checked
+on ``flush``, ``drain``, ``stats`` and every ``batch_docs`` records): it resumes at the
+committed cursor, and what it sends twice comes back 409 (a duplicate). Given a ``client``, the
+same loop runs in a thread of the caller's process (tests, the API's audit shipping).
 
 - **Triggers**: a bulk request goes when ``batch_docs`` records are waiting (size) or
   ``flush_interval`` seconds have passed (time), or on ``flush()``.
@@ -23,39 +30,46 @@ shipper's thread.
   status, the target and the original record, and counted; the rest of its batch goes on. The
   file rotates by size (``dead_letter_max_bytes``, ``dead_letter_keep`` old files:
   :mod:`._deadletter`); lines in a file deleted past ``keep`` are counted.
-- **Bounds**: the spool is capped (``max_spool_bytes``); overflow deletes the oldest segment and
-  counts the records it held (``spool_dropped``).
+- **Bounds**: the spool is capped (``max_spool_bytes``); the writer deletes the oldest segments
+  and counts the unshipped records they held (``spool_dropped``), knowing what is shipped from
+  the cursor file the reader commits.
 
-The cursor is committed after Elasticsearch has answered for a batch; everything behind it is
-deleted. ``close()`` ships what it can within ``close_timeout``; the rest stays spooled for the
-next start. With ``install_templates`` the thread first runs :func:`.templates.setup` (retried
-like a bulk request, so a cluster that is down at start-up is no error either). Counters are
-in :meth:`EsShipper.stats`.
+The cursor is committed after Elasticsearch has answered for a batch; segments wholly behind it
+are deleted. ``drain(timeout)`` waits until the committed cursor reaches what had been written
+when it was called. ``close()`` lets the loop ship what it can within ``close_timeout``, then
+stops it (a child still busy is terminated); the rest stays spooled for the next start. With
+``install_templates`` the loop first runs :func:`.templates.setup` (retried like a bulk
+request, so a cluster that is down at start-up is no error either). Counters are in
+:meth:`EsShipper.stats`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
 from elasticsearch import Elasticsearch
 
 from ..errors import SinkError
 from ..outputs import join_lines
-from ._bulk import ProcessRunner, Rejected, Runner, ThreadRunner
+from ._bulk import Bulker
 from ._deadletter import DeadLetters
-from ._spool import Batch, Spool
+from ._loop import DRAIN, STOP, Shared, ShipLoop, serve
+from ._spool import SpoolReader, SpoolWriter
 
 __all__ = ["EsShipper", "ShipperCounters"]
 
 log = logging.getLogger("lateral.es.shipper")
+
+_RESTART_EVERY = 1.0  # seconds at least between two starts of the shipping process
+_STOP_GRACE = 1.0  # seconds a stopped child has to end by itself before it is terminated
 
 
 @dataclass(slots=True)
@@ -77,8 +91,119 @@ class ShipperCounters:
     spool_bytes: int = 0  # gauge
 
 
+class _Host(Protocol):
+    """Where the shipping loop runs."""
+
+    def wake(self) -> None: ...
+
+    def check(self) -> bool:
+        """Whether the loop is running (a process host starts a dead child again)."""
+        ...
+
+    def stop(self, timeout: float) -> None: ...
+
+
+class _ThreadHost:
+    """The loop in a thread of this process, with the given client."""
+
+    def __init__(self, loop: ShipLoop, event: threading.Event) -> None:
+        self._loop = loop
+        self._event = event
+        self._thread = threading.Thread(target=self._run, name="lateral-es-shipper",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._loop.run()
+        finally:
+            self._loop.reader.close()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def check(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float) -> None:
+        shared = self._loop.shared
+        shared.mode = DRAIN
+        self._event.set()
+        self._thread.join(timeout)
+        shared.mode = STOP
+        self._event.set()
+        self._thread.join()  # a request in flight ends within the client's request timeout
+        self._loop.bulker.client.close()
+
+
+class _ProcessHost:
+    """The loop in a child process (``spawn``), woken through a pipe, restarted if it dies."""
+
+    def __init__(self, shared: Shared, args: tuple[Any, ...]) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._shared = shared
+        self._args = args
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        os.set_blocking(self._wake_w.fileno(), False)
+        self._stopping = False
+        self._proc: Any = None
+        self._started = 0.0
+        self._start()
+
+    def _start(self) -> None:
+        self._proc = self._ctx.Process(
+            target=serve, args=(self._wake_r, self._shared.ints, self._shared.text, *self._args),
+            name="lateral-es-shipper", daemon=True)
+        self._proc.start()
+        self._started = time.monotonic()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w.fileno(), b"w")
+        except BlockingIOError:  # the pipe is full: the child has wake-ups waiting already
+            pass
+
+    def check(self) -> bool:
+        proc = self._proc
+        if proc.is_alive():
+            return True
+        if self._stopping:
+            return False
+        if time.monotonic() - self._started < _RESTART_EVERY:
+            return True  # about to be started again: not a failure yet
+        code = proc.exitcode
+        proc.close()
+        error = self._shared.error
+        self._shared.error = (f"shipping process ended (exit code {code}): started again"
+                              + (f"; {error}" if error else ""))
+        log.warning("the Elasticsearch shipping process ended (exit code %s); starting it "
+                    "again, records stay spooled", code)
+        self._start()
+        return True
+
+    def stop(self, timeout: float) -> None:
+        self._stopping = True
+        proc = self._proc
+        self._shared.mode = DRAIN
+        self.wake()
+        proc.join(timeout)
+        if proc.is_alive():
+            self._shared.mode = STOP
+            self.wake()
+            proc.join(_STOP_GRACE)
+        if proc.is_alive():  # a bulk request in flight: end it (the spool keeps its records)
+            proc.terminate()
+            proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        proc.close()
+        self._wake_w.close()
+        self._wake_r.close()
+
+
 class EsShipper:
-    """A sink that ships to Elasticsearch through a durable spool, in a thread of its own."""
+    """A sink that ships to Elasticsearch through a durable spool, in a process of its own."""
 
     def __init__(
         self,
@@ -101,38 +226,45 @@ class EsShipper:
         dead_letter_max_bytes: int = 64 << 20,
         dead_letter_keep: int = 5,
     ) -> None:
-        self._spool = Spool(spool_dir, segment_bytes=segment_bytes, max_bytes=max_spool_bytes)
-        self._runner: Runner
-        if connection is not None:
-            self._runner = ProcessRunner(connection, namespace, host)
-        elif client is not None:
-            self._runner = ThreadRunner(client() if callable(client) else client, namespace,
-                                        host)
-        else:
+        if connection is None and client is None:
             raise ValueError("give a client (thread mode) or connection arguments (process)")
+        self._writer = SpoolWriter(spool_dir, segment_bytes=segment_bytes,
+                                   max_bytes=max_spool_bytes)
         self.dead_letter = dead_letter
-        self._dead = DeadLetters(dead_letter, max_bytes=dead_letter_max_bytes,
-                                 keep=dead_letter_keep)
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.dead_letter_keep = dead_letter_keep
         self.namespace = namespace
         self.host = host
         self.batch_docs = batch_docs
-        self.batch_bytes = batch_bytes
-        self.flush_interval = flush_interval
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.close_timeout = close_timeout
-        self._needs_setup = install_templates
-        self.counters = ShipperCounters()
-        self.last_error: str | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()  # stop now (after close_timeout)
-        self._draining = False
-        self._idle = threading.Condition()
+        self._accepted = 0
         self._unsent_since_wake = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="lateral-es-shipper",
-                                        daemon=True)
-        self._thread.start()
+        self._shared = Shared.create(multiprocessing.get_context("spawn"))
+        options: dict[str, Any] = {"batch_docs": batch_docs, "batch_bytes": batch_bytes,
+                   "flush_interval": flush_interval, "backoff_initial": backoff_initial,
+                   "backoff_max": backoff_max, "install_templates": install_templates}
+        self._host: _Host
+        if connection is not None:
+            self._host = _ProcessHost(self._shared, (
+                spool_dir, dead_letter, dead_letter_max_bytes, dead_letter_keep,
+                dict(connection), namespace, host, options,
+                logging.getLogger("lateral").getEffectiveLevel()))
+        else:
+            assert client is not None
+            es = client if isinstance(client, Elasticsearch) else client()
+            event = threading.Event()
+
+            def wait(timeout: float) -> bool:
+                event.wait(timeout)
+                event.clear()
+                return True
+
+            loop = ShipLoop(SpoolReader(spool_dir), Bulker(es, namespace, host),
+                            DeadLetters(dead_letter, max_bytes=dead_letter_max_bytes,
+                                        keep=dead_letter_keep),
+                            self._shared, wait, **options)
+            self._host = _ThreadHost(loop, event)
 
     # -- the caller's side (never waits for the network) ----------------------------------
 
@@ -146,48 +278,59 @@ class EsShipper:
         if self._closed:
             raise SinkError("the Elasticsearch shipper is closed")
         try:
-            self.counters.spool_dropped += self._spool.append_block(block, count)
+            self._writer.append_block(block, count)
         except OSError as exc:
-            raise SinkError(f"cannot spool records in {self._spool.directory}: {exc.strerror}",
+            raise SinkError(f"cannot spool records in {self._writer.directory}: "
+                            f"{exc.strerror}",
                             hint="free disk space; the records of this write were not taken"
                             ) from None
-        self.counters.accepted += count
+        self._accepted += count
         self._unsent_since_wake += count
         if self._unsent_since_wake >= self.batch_docs:
             self._unsent_since_wake = 0
-            self._wake.set()
+            self._host.check()
+            self._host.wake()
 
     def flush(self) -> None:
-        """Ask the shipping thread to send what is spooled now (does not wait)."""
+        """Ask the shipping loop to send what is spooled now (does not wait)."""
         self._unsent_since_wake = 0
-        self._wake.set()
+        if not self._closed:
+            self._host.check()
+            self._host.wake()
 
     def sync(self) -> None:
         """Make what was written so far durable on disk."""
-        self._spool.sync()
+        self._writer.sync()
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything written so far is shipped (or dead-lettered, or dropped)."""
+        target = self._writer.position()
         self.flush()
         deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._spool.pending()[0] > 0:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    return False
-                self._wake.set()
-                self._idle.wait(min(left, 0.1))
+        while not self._writer.reached(target):
+            if time.monotonic() >= deadline or self._closed or not self._host.check():
+                return False
+            time.sleep(0.01)
         return True
 
+    @property
+    def last_error(self) -> str | None:
+        """The shipping loop's last error (None once a request succeeded again)."""
+        return self._shared.error
+
+    @property
+    def counters(self) -> ShipperCounters:
+        """The counters now, with the spool gauges."""
+        records, size = self._writer.pending()
+        return ShipperCounters(accepted=self._accepted, spool_dropped=self._writer.dropped,
+                               spool_records=records, spool_bytes=size,
+                               **self._shared.counters())
+
     def stats(self) -> dict[str, Any]:
-        """The counters, with the spool gauges refreshed."""
-        c = self.counters
-        c.spool_records, c.spool_bytes = self._spool.pending()
-        c.spool_dropped = self._spool.dropped
-        c.spool_torn = self._spool.torn
-        c.dead_letter_rotations = self._dead.rotations
-        c.dead_letter_discarded = self._dead.discarded
-        out = asdict(c)
+        """The counters, with the spool gauges refreshed, and ``last_error``."""
+        if not self._closed:
+            self._host.check()
+        out = asdict(self.counters)
         out["last_error"] = self.last_error
         return out
 
@@ -196,109 +339,13 @@ class EsShipper:
         if self._closed:
             return
         self._closed = True
-        self._draining = True
-        self._wake.set()
-        self._thread.join(self.close_timeout)
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._runner.interrupt()
-        self._thread.join()
-        self._spool.close()
-        self._runner.close()
+        try:
+            self._host.stop(self.close_timeout)
+        finally:
+            self._writer.close()
 
     def __enter__(self) -> EsShipper:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- the shipping thread --------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except Exception as exc:  # logged and kept visible: drain() then reports failure
-            self.last_error = f"shipping thread failed: {exc!r}"
-            log.exception("the Elasticsearch shipping thread failed; records stay spooled")
-        finally:
-            with self._idle:
-                self._idle.notify_all()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            batch = self._spool.read(self.batch_docs, self.batch_bytes)
-            if batch is None:
-                with self._idle:
-                    self._idle.notify_all()
-                if self._draining:
-                    return
-                self._wake.wait(self.flush_interval)
-                self._wake.clear()
-                continue
-            if self._needs_setup and not self._install_templates():
-                continue
-            if self._ship(batch):
-                self._spool.commit(batch)
-            with self._idle:
-                self._idle.notify_all()
-
-    def _install_templates(self) -> bool:
-        """Install the index templates before the first document (retried like a bulk)."""
-        attempt = 0
-        while not self._stop.is_set():
-            error = self._runner.setup()
-            if error is None:
-                self._needs_setup = False
-                return True
-            attempt += 1
-            self.last_error = error
-            log.warning("%s; retrying", error)
-            self._stop.wait(self._backoff(attempt))
-        return False
-
-    def _ship(self, batch: Batch) -> bool:
-        """Send one batch until Elasticsearch has answered for every record; False if stopped."""
-        pending: bytes | memoryview = batch.data
-        count = batch.count
-        attempt = 0
-        while count:
-            if self._stop.is_set():
-                return False
-            if not self._spool.alive(batch):
-                return False  # dropped from the spool meanwhile: counted there
-            self.counters.bulk_requests += 1
-            out = self._runner.send(pending, count)
-            c = self.counters
-            c.shipped += out.shipped
-            c.duplicates += out.duplicates
-            c.replaced += out.replaced
-            if out.rejected:
-                self._dead_letter(out.rejected)
-            self.last_error = out.failure
-            if out.failure:
-                log.warning("%s; records stay spooled, retrying", out.failure)
-            if out.retry:  # the lines to send again (rare: split only then)
-                lines = bytes(pending).split(b"\n")
-                pending, count = b"\n".join(lines[i] for i in out.retry), len(out.retry)
-            else:
-                count = 0
-            if count:
-                attempt += 1
-                c.retries += 1
-                self._stop.wait(self._backoff(attempt))
-        return True
-
-    def _dead_letter(self, entries: list[Rejected]) -> None:
-        out = [orjson.dumps({
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": r.reason,
-            "status": r.status, "index": r.index, "id": r.doc_id, "error": r.error,
-            "document": r.document}) for r in entries]
-        self._dead.write(out)
-        self.counters.dead_lettered += len(entries)
-        log.warning("%d document(s) refused by Elasticsearch: written to %s (%s)",
-                    len(entries), self.dead_letter, entries[0].reason)
-
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))
-        return delay / 2 + random.uniform(0, delay / 2)

@@ -8,7 +8,8 @@ also makes the shipper's spool durable, so a checkpoint never runs ahead of the 
 
 :func:`open_shipper` builds a shipper from plain settings values, with its spool and dead-letter
 file under the appliance's state directory, installing the index templates on first contact;
-its bulk work runs in a child process, off the pipeline's interpreter lock.
+its shipping loop runs in a child process of its own (connection arguments, not a client), so
+the pipeline's process only appends to the spool and has no thread of the shipper's.
 """
 
 from __future__ import annotations

@@ -106,6 +106,6 @@ def test_settings_reach_the_appliances_shipper(tmp_path: Path) -> None:
     sink, shipper = open_sink(settings, tmp_path / "eve.json", dead_url())
     try:
         assert shipper is not None
-        assert (shipper._dead.max_bytes, shipper._dead.keep) == (8192, 2)
+        assert (shipper.dead_letter_max_bytes, shipper.dead_letter_keep) == (8192, 2)
     finally:
         sink.close()
