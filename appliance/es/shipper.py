@@ -12,8 +12,9 @@ never holds or waits for the pipeline's interpreter lock (the appliance's mode).
 only the spool directory, a wake-up pipe (one byte after ``batch_docs`` records and on
 ``flush()``) and a little shared memory holding the loop's counters and last error, which
 :meth:`EsShipper.stats` reads without a round trip. A child that dies is started again (checked
-on ``flush``, ``drain``, ``stats`` and every ``batch_docs`` records): it resumes at the
-committed cursor, and what it sends twice comes back 409 (a duplicate). Given a ``client``, the
+on ``flush``, ``drain``, ``stats`` and every ``batch_docs`` records; one that keeps dying young
+waits twice as long each time, up to a minute): it resumes at the committed cursor, and what it
+sends twice comes back 409 (a duplicate). Given a ``client``, the
 same loop runs in a thread of the caller's process (tests, the API's audit shipping).
 
 - **Triggers**: a bulk request goes when ``batch_docs`` records are waiting (size) or
@@ -68,7 +69,8 @@ __all__ = ["EsShipper", "ShipperCounters"]
 
 log = logging.getLogger("lateral.es.shipper")
 
-_RESTART_EVERY = 1.0  # seconds at least between two starts of the shipping process
+_RESTART_MIN, _RESTART_MAX = 1.0, 60.0  # seconds between starts of the shipping process
+_SETTLED = 30.0  # a child that ran this long was not failing at start: restart it at once
 _STOP_GRACE = 1.0  # seconds a stopped child has to end by itself before it is terminated
 
 
@@ -148,6 +150,7 @@ class _ProcessHost:
         self._stopping = False
         self._proc: Any = None
         self._started = 0.0
+        self._restart_after = _RESTART_MIN  # doubled while children keep dying young
         self._start()
 
     def _start(self) -> None:
@@ -169,8 +172,13 @@ class _ProcessHost:
             return True
         if self._stopping:
             return False
-        if time.monotonic() - self._started < _RESTART_EVERY:
-            return True  # about to be started again: not a failure yet
+        lived = time.monotonic() - self._started
+        if lived >= _SETTLED:
+            self._restart_after = _RESTART_MIN
+        elif lived < self._restart_after:
+            return True  # started again soon: not a failure yet
+        else:
+            self._restart_after = min(self._restart_after * 2, _RESTART_MAX)
         code = proc.exitcode
         proc.close()
         error = self._shared.error

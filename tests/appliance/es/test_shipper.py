@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 
 import orjson
@@ -148,6 +151,29 @@ def test_outage_mid_stream_ends_with_every_document_once(
     assert stats["duplicates"] >= 300
     got = ids_in(client, ns)
     assert len(got) == 1500 and set(got) == {f"out-{i}" for i in range(1500)}
+
+
+def test_process_mode_ships_from_a_child_that_is_started_again_if_it_dies(
+    es: EsServer, client: Elasticsearch, tmp_path: Path
+) -> None:
+    setup(client)
+    ns = unique("restart")
+    with EsShipper(connection={"url": es.url}, spool_dir=tmp_path / "spool",
+                   dead_letter=tmp_path / "dead.jsonl", namespace=ns, batch_docs=50) as ship:
+        # The pipeline's process only appends: no thread of the shipper's runs in it.
+        assert not [t for t in threading.enumerate() if t.name.startswith("lateral-es")]
+        ship.write(records("rs", 100))
+        assert ship.drain(60), ship.stats()
+        children = [p for p in multiprocessing.active_children()
+                    if p.name == "lateral-es-shipper"]
+        assert len(children) == 1 and children[0].pid is not None
+        os.kill(children[0].pid, signal.SIGKILL)
+        ship.write(records("rs", 100, start=100))  # spooled; a new child ships them
+        assert ship.drain(60), ship.stats()
+        stats = ship.stats()
+    assert stats["shipped"] + stats["duplicates"] >= 200 and stats["accepted"] == 200
+    assert stats["spool_records"] == 0 and stats["bulk_requests"] >= 4
+    assert sorted(ids_in(client, ns)) == sorted(f"rs-{i}" for i in range(200))
 
 
 def test_write_after_close_is_a_sink_error(tmp_path: Path) -> None:
