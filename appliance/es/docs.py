@@ -287,15 +287,16 @@ without ILM (OpenSearch, Elasticsearch's integration-test distribution) gets eve
 
 ## The spool
 
-The shipper never makes the packet path wait for Elasticsearch: records are appended to an
-on-disk spool (`<state_dir>/es-spool/`) and a worker process, at a lower CPU priority than the
-packet path (nice +10), ships them in bulk requests of up to 2,000 documents or 8 MiB, or every
-second. Connection errors, timeouts, 429 and 5xx are
-retried with exponential backoff for as long as it takes; when Elasticsearch comes back, the spool
-is replayed in the order it was written. The spool is bounded by `es.max_spool_bytes` (1 GiB by
-default): past it, the oldest segment is deleted and its records counted as `spool_dropped`. The
-shipper's counters (`accepted`, `shipped`, `duplicates`, `dead_lettered`, `spool_dropped`,
-`retries`, `spool_records` …) are in the appliance's stats.
+The shipper never makes the packet path wait for Elasticsearch: records are appended to an on-disk
+spool (`<state_dir>/es-spool/`), and a shipping process of its own, at a lower CPU priority than the
+packet path (nice +10), reads the spool and ships it in bulk requests of up to 2,000 documents or 8
+MiB, or every second; it commits its position to `es-spool/cursor.json` once Elasticsearch has
+answered, and is started again if it dies. Connection errors, timeouts, 429 and 5xx are retried with
+exponential backoff for as long as it takes; when Elasticsearch comes back, the spool is replayed in
+the order it was written. The spool is bounded by `es.max_spool_bytes` (1 GiB by default): past it,
+the oldest segment is deleted and its records counted as `spool_dropped`. The shipper's counters
+(`accepted`, `shipped`, `duplicates`, `dead_lettered`, `spool_dropped`, `retries`, `spool_records`
+…) are in the appliance's stats.
 
 ## Dead letters
 
