@@ -8,13 +8,13 @@ ids), then, in the same invocation and against the same server, alternating roun
   and converted by :func:`appliance.es.ecs.to_ecs` in its action generator; ``op_type: create``,
   ``_id`` = ``lateral.id``, the same 2,000-document chunks), the client's default serializer;
 - lateral: :class:`appliance.es.EsShipper` as the appliance runs it (``write`` in pipeline-sized
-  batches, durable spool, bulk work in a child process), timed from the first ``write`` until
-  :meth:`~appliance.es.EsShipper.drain` says all is stored (the worker's start included).
+  batches, durable spool, the shipping loop in a child process), timed from the first ``write``
+  until :meth:`~appliance.es.EsShipper.drain` says all is stored (the process's start included).
 
 Each round writes into a fresh namespace, so both store every document. A second figure is the
 packet path's cost: pipeline + EVE file sink records/s with the shipper attached (shipping as it
 goes) as a ratio to the same without it, in alternating rounds (the median ratio). The shipper
-is started, and its worker process has shipped one record, before the clock starts: the figure
+is started, and its shipping process has shipped one record, before the clock starts: the figure
 is the steady state of a running appliance, not its start-up. The sink is the one ``lateral run``
 uses (:class:`appliance.es.ShippingEveSink`: one joined block to the EVE file and the spool).
 ``--packet-path-only`` skips the documents/s comparison.
@@ -22,7 +22,7 @@ uses (:class:`appliance.es.ShippingEveSink`: one joined block to the EVE file an
 On an appliance, Elasticsearch is another machine; here it shares the two cores with the packet
 path, so that figure mostly measures Elasticsearch's own indexing work. ``--separate-cores``
 measures both kinds of round with the packet path on CPU 0 and Elasticsearch plus the shipper's
-bulk worker on CPU 1 — what shipping costs the packet path itself (the spool write, the hand-off).
+process on CPU 1 — what shipping costs the packet path itself (the spool write, a wake-up byte).
 
 Starts its own server with scripts/elasticsearch (stopped at the end) unless --url is given.
 
@@ -128,7 +128,7 @@ def packet_path(url: str, raw_lines: list[bytes], work: Path, with_es: bool,
     """Records/s through pipeline + EVE file sink, with or without the shipper attached, and
     the packet path thread's own CPU time per record (µs: unlike records/s, not lowered by
     other processes taking the cores). ``separate``: the packet path runs on CPU 0, the
-    shipper's thread and worker process on CPU 1."""
+    shipper's process on CPU 1."""
     pipe = Pipeline(sensor="bench-lateral", inventory=pipeline_bench.inventory())
     eve_path = work / f"eve-{uuid.uuid4().hex}.json"
     sink: EveFileSink
@@ -141,7 +141,7 @@ def packet_path(url: str, raw_lines: list[bytes], work: Path, with_es: bool,
                              spool_dir=work / f"spool-pp-{uuid.uuid4().hex}",
                              dead_letter=work / "dead.jsonl",
                              namespace=f"pp{uuid.uuid4().hex[:8]}")
-            # steady state: the worker process is up and has shipped
+            # steady state: the shipping process is up and has shipped
             ship.write([orjson.dumps({"timestamp": "2024-05-14T09:00:00.000000+0000",
                                       "event_type": "stats", "lateral": {"id": uuid.uuid4().hex}})])
             if not ship.drain(120):
@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--packet-path-only", action="store_true",
                     help="only the packet path's ratio (shipping on / off)")
     ap.add_argument("--separate-cores", action="store_true",
-                    help="packet path on CPU 0, Elasticsearch and the bulk worker on CPU 1")
+                    help="packet path on CPU 0, Elasticsearch and the shipping process on CPU 1")
     args = ap.parse_args()
     if args.separate_cores and len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("--separate-cores needs two CPUs")
@@ -218,7 +218,7 @@ def main() -> None:
                       f"ratio {o / b:.2f}x (target >= 1.0)")
             if args.separate_cores:
                 _pin_server(run_dir, 1)
-                print("packet path on CPU 0; Elasticsearch and the bulk worker on CPU 1")
+                print("packet path on CPU 0; Elasticsearch and the shipping process on CPU 1")
             offs, ons, cpu_off, cpu_on = [], [], [], []
             for r in range(args.rounds):
                 rate, cpu = packet_path(url, raw_lines, work, with_es=False,
