@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from ._bulk import Bulker, Rejected
+from ._client import connect
 from ._deadletter import DeadLetters
 from ._spool import Batch, SpoolReader
 
@@ -259,8 +260,6 @@ def serve(wake: Connection, ints: Any, text: Any, spool_dir: Path, dead_letter: 
         os.nice(_WORKER_NICE)
     except OSError:  # not allowed here: ship at the same priority
         pass
-    from ._client import connect
-
     fd = wake.fileno()
     os.set_blocking(fd, False)
 

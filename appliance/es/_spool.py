@@ -136,6 +136,7 @@ class SpoolWriter:
         newest = max([*self._sizes, cursor.segment if cursor else 0])
         self._seg = newest + 1
         self._fd = self._open(self._seg)
+        self._sealed: list[int] = []  # sealed segments not yet fsynced
 
     def _open(self, seg: int) -> int:
         fd = os.open(segment_path(self.directory, seg),
@@ -145,9 +146,14 @@ class SpoolWriter:
         return fd
 
     def _roll(self) -> None:
-        """Seal the open segment: the next appends go to a new one."""
+        """Seal the open segment: the next appends go to a new one. The sealed segment's file
+        stays open until the next :meth:`sync` makes it durable too."""
         fd = self._open(self._seg + 1)
-        os.close(self._fd)
+        self._sealed.append(self._fd)
+        if len(self._sealed) > 16:  # no sync for a long time: do not hold files open for it
+            old = self._sealed.pop(0)
+            os.fsync(old)
+            os.close(old)
         self._fd = fd
         self._seg += 1
 
@@ -215,8 +221,13 @@ class SpoolWriter:
         return dropped
 
     def sync(self) -> None:
-        """Make what was appended durable (fsync the open segment)."""
+        """Make what was appended durable (fsync the open segment, and those sealed since)."""
         with self._lock:
+            while self._sealed:
+                fd = self._sealed[0]
+                os.fsync(fd)
+                os.close(fd)
+                self._sealed.pop(0)
             if self._fd >= 0:
                 os.fsync(self._fd)
 
@@ -251,6 +262,9 @@ class SpoolWriter:
                 return
             os.close(self._fd)
             self._fd = -1
+            for fd in self._sealed:
+                os.close(fd)
+            self._sealed.clear()
             # An empty segment left by this run is removed (nothing to replay in it).
             if self._sizes.get(self._seg) == 0:
                 self._forget(self._seg)

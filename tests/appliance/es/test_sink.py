@@ -39,7 +39,7 @@ def test_a_cluster_down_at_start_is_spooled_not_raised(tmp_path: Path) -> None:
         sink.flush()
         deadline = time.monotonic() + 30
         while shipper.last_error is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # the bulk worker process starts, tries, fails
+            time.sleep(0.05)  # the shipping process starts, tries, fails
         stats = shipper.stats()
     assert stats["spool_records"] == 5 and stats["shipped"] == 0
     assert "index templates" in str(stats["last_error"])
