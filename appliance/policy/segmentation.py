@@ -23,7 +23,6 @@ from .model import PolicyFile, PolicyRule
 __all__ = ["Segmentation"]
 
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-_Decision = tuple[PolicyRule | None, str]
 # The fields a flow's decision needs, read from the pipeline's decoded header in one C call.
 _NAMES = ("vlan", "src_ip", "dest_ip", "proto", "dest_port", "app_proto")
 _FIELDS = attrgetter(*_NAMES)
@@ -81,10 +80,6 @@ class Segmentation:
         self._by_vm: dict[int, tuple[Mapping[str, Any] | None, int]] = {}
 
     # ------------------------------------------------------------ placing ends in groups
-
-    def groups_of(self, ip: Any, vm: Mapping[str, Any] | None, vlan: Any) -> frozenset[str]:
-        """The groups an end is in (its address, VM identity, the flow's VLAN)."""
-        return self._sets[self._index(ip, vm, vlan)]
 
     def _index(self, ip: Any, vm: Mapping[str, Any] | None, vlan: Any) -> int:
         key = (ip, vm.get("name") if vm else None, vlan)
@@ -161,16 +156,6 @@ class Segmentation:
             row.extend([None] * (di + 1 - len(row)))
         row[di] = found
         return found
-
-    def decide(self, src: frozenset[str], dest: frozenset[str], proto: str, port: Any,
-               app_proto: Any) -> _Decision:
-        """The first rule between these groups matching protocol (lower case), port and app
-        protocol, with its action; ``(None, default action)`` when none does."""
-        for r_proto, ports, app, _silent, rule in self.rules_between(src, dest):
-            if (r_proto is None or r_proto == proto) and (ports is None or port in ports) \
-                    and (app is None or app == app_proto):
-                return rule, rule.action
-        return None, self.policy.default_action
 
     # ------------------------------------------------------------ the hook
 
