@@ -50,10 +50,9 @@ from appliance.engine.socket import SuricataSocket  # noqa: E402
 from appliance.errors import SocketError  # noqa: E402
 from appliance.live import LivePaths  # noqa: E402
 from lab.scenarios import write_pcap  # noqa: E402
+from tests.shared_data import ET_OPEN  # noqa: E402  (found like the tests find it)
 
-_NEXT_TO_REPO = REPO.parent / "shared/data/et-open"
-DEFAULT_RULES = Path(os.environ.get("LATERAL_ET_OPEN") or (
-    _NEXT_TO_REPO if _NEXT_TO_REPO.is_dir() else "/work/shared/data/et-open"))
+DEFAULT_RULES = ET_OPEN
 DEFAULT_RATES = (10000, 20000, 40000, 60000, 80000, 100000, 120000, 160000, 200000, 240000,
                  280000, 320000)
 _SENT = re.compile(r"Successful packets:\s+(\d+)")

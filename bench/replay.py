@@ -16,7 +16,6 @@ Usage: python bench/replay.py [--sessions 4000] [--rules PATH]... [--rounds 2]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -30,9 +29,8 @@ from appliance.replay import resolve_rule_files
 from lab.scenarios import write_pcap
 
 REPO = Path(__file__).resolve().parent.parent
-_NEXT_TO_REPO = REPO.parent / "shared/data/et-open"
-ET_OPEN = Path(os.environ.get("LATERAL_ET_OPEN") or (
-    _NEXT_TO_REPO if _NEXT_TO_REPO.is_dir() else "/work/shared/data/et-open"))
+sys.path.insert(0, str(REPO))
+from tests.shared_data import ET_OPEN  # noqa: E402  (found like the tests find it)
 
 
 def _timed(argv: list[str]) -> float:

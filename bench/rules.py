@@ -20,7 +20,6 @@ Usage: python bench/rules.py [--rounds 2] [--reload] [--dir DIR]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -34,18 +33,16 @@ from typing import TYPE_CHECKING
 # `rules` package: drop it before anything imports `rules`.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 from appliance.config import Settings  # noqa: E402
 from appliance.engine.supervisor import Supervisor  # noqa: E402
 from appliance.render import RenderTarget, write_config  # noqa: E402
+from tests.shared_data import ET_OPEN  # noqa: E402  (found like the tests find it)
 
 if TYPE_CHECKING:
     from rules import Updater, UpdateReport
 
-REPO = _HERE.parent
-_NEXT_TO_REPO = REPO.parent / "shared/data/et-open"
-ET_OPEN = Path(os.environ.get("LATERAL_ET_OPEN") or (
-    _NEXT_TO_REPO if _NEXT_TO_REPO.is_dir() else "/work/shared/data/et-open"))
 
 
 def _suricata_t(settings: Settings, version_dir: Path, work: Path) -> float:
