@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import VmIdentity
 
-__all__ = ["Inventory", "ip_spellings", "merge_identity", "same_vm", "vm_fields"]
+__all__ = ["Identity", "Inventory", "ip_spellings", "merge_identity", "same_vm", "vm_fields"]
 
 
 def ip_spellings(ip: str) -> tuple[str, ...]:
@@ -42,9 +42,20 @@ def ip_spellings(ip: str) -> tuple[str, ...]:
                                 socket.inet_ntop(socket.AF_INET6, addr.packed))))
 
 
-def vm_fields(vm: VmIdentity) -> dict[str, Any]:
+class Identity(dict[str, Any]):
+    """A VM identity as records carry it: a plain mapping (serialised, compared and copied as
+    a dict), hashed by identity, so that the per-record code can key its caches by the mapping
+    itself. A dictionary keyed by ``id()`` makes a new int per lookup and reads the stored one
+    to compare it: a cache miss per record. The inventory owns these mappings and never
+    changes them."""
+
+    __slots__ = ()
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+
+def vm_fields(vm: VmIdentity) -> Identity:
     """The VM identity as it appears in records (``lateral.src_vm`` / ``lateral.dest_vm``)."""
-    out: dict[str, Any] = {"name": vm.name}
+    out = Identity(name=vm.name)
     if vm.uuid:
         out["uuid"] = vm.uuid
     if vm.iface_id:
@@ -88,8 +99,8 @@ class Inventory:
 
     def __init__(self, vms: Iterable[VmIdentity] = ()) -> None:
         self._vms: tuple[VmIdentity, ...] = tuple(vms)
-        self._by_ip: dict[str, dict[str, Any]] = {}
-        self._by_mac: dict[str, dict[str, Any]] = {}
+        self._by_ip: dict[str, Identity] = {}
+        self._by_mac: dict[str, Identity] = {}
         for vm in self._vms:
             fields = vm_fields(vm)
             for ip in vm.ips:
@@ -105,26 +116,23 @@ class Inventory:
     def vms(self) -> tuple[VmIdentity, ...]:
         return self._vms
 
-    def identities(self) -> list[dict[str, Any]]:
+    def identities(self) -> list[Identity]:
         """Every distinct identity mapping that :meth:`ends` can return."""
-        seen: dict[int, dict[str, Any]] = {}
-        for fields in (*self._by_ip.values(), *self._by_mac.values()):
-            seen[id(fields)] = fields
-        return list(seen.values())
+        return list(dict.fromkeys((*self._by_ip.values(), *self._by_mac.values())))
 
-    def by_ip(self, ip: str) -> Mapping[str, Any] | None:
+    def by_ip(self, ip: str) -> Identity | None:
         return self._by_ip.get(ip)
 
-    def by_mac(self, mac: str) -> Mapping[str, Any] | None:
+    def by_mac(self, mac: str) -> Identity | None:
         return self._by_mac.get(mac)
 
-    def ends(self, rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def ends(self, rec: Mapping[str, Any]) -> tuple[Identity | None, Identity | None]:
         """The VM identity of the source and destination of an EVE record, where known."""
         return self.resolve(rec.get("src_ip"), rec.get("dest_ip"), rec.get("ether"))
 
     def resolve(
         self, src_ip: Any, dest_ip: Any, ether: Any
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    ) -> tuple[Identity | None, Identity | None]:
         """The identities behind two addresses, with the ``ether`` object as the fallback."""
         by_ip = self._by_ip
         src = by_ip.get(src_ip) if type(src_ip) is str else None
@@ -136,7 +144,7 @@ class Inventory:
                 dest = self._mac_lookup(ether.get("dest_mac") or ether.get("dest_macs"))
         return src, dest
 
-    def _mac_lookup(self, value: Any) -> dict[str, Any] | None:
+    def _mac_lookup(self, value: Any) -> Identity | None:
         if isinstance(value, str):
             return self._by_mac.get(value)
         if isinstance(value, list):

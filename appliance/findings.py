@@ -35,15 +35,16 @@ def record_id(sensor: bytes, raw: bytes) -> str:
 
 def finding_id(sensor: bytes, rec: Mapping[str, Any]) -> str:
     """The id of a finding, stable across runs over the same traffic."""
-    parts = [str(rec.get("event_type"))]
+    get = rec.get
+    parts = [str(get("event_type"))]
     for key in _FINDING_KEYS:
-        value = rec.get(key)
+        value = get(key)
         parts.append("" if value is None else str(value))
-    alert = rec.get("alert")
-    if isinstance(alert, Mapping):
+    alert = get("alert")
+    if alert is not None and isinstance(alert, Mapping):
         parts.append(f"{alert.get('gid', 1)}:{alert.get('signature_id')}:{alert.get('rev')}")
-    policy = rec.get("policy")
-    if isinstance(policy, Mapping):
+    policy = get("policy")
+    if policy is not None and isinstance(policy, Mapping):
         parts.append(f"{policy.get('check')}:{policy.get('rule_id')}:{policy.get('key', '')}")
     h = blake2b("\x1f".join(parts).encode(), digest_size=16, key=sensor[:64])
     return h.hexdigest()

@@ -26,9 +26,10 @@ from typing import Any, Protocol
 import msgspec
 import orjson
 
-from .enrich import Inventory
+from .enrich import Identity, Inventory
 from .findings import finding_id
 from .policy import PolicyCheck
+from .policy.finding import Fields
 
 __all__ = ["FlowTap", "Observer", "Pipeline", "PipelineCounters"]
 
@@ -228,14 +229,14 @@ class Pipeline:
     def inventory(self, inventory: Inventory) -> None:
         """Swap the inventory (e.g. after an OVSDB refresh); takes effect on the next batch."""
         self._inventory = inventory
-        # Each identity serialised once, keyed by the identity mapping's id(): the inventory
-        # owns those mappings, so the ids stay valid for as long as it is in use.
-        src: dict[int, bytes] = {id(None): b""}
-        dest: dict[int, bytes] = {id(None): b""}
+        # Each identity serialised once, keyed by the identity mapping itself (hashed by
+        # identity, see enrich.Identity): the inventory owns those mappings.
+        src: dict[Identity | None, bytes] = {None: b""}
+        dest: dict[Identity | None, bytes] = {None: b""}
         for fields in inventory.identities():
             body = _dumps(fields)
-            src[id(fields)] = b',"src_vm":' + body
-            dest[id(fields)] = b',"dest_vm":' + body
+            src[fields] = b',"src_vm":' + body
+            dest[fields] = b',"dest_vm":' + body
         self._src_frag = src
         self._dest_frag = dest
 
@@ -294,8 +295,8 @@ class Pipeline:
                 h = hasher.copy()
                 h.update(raw)
                 rid = h.hexdigest()
-            append(b"".join((raw[:-1], head, rid.encode(), b'"', src_frag[id(src)],
-                             dest_frag[id(dest)], b"}}")))
+            append(b"".join((raw[:-1], head, rid.encode(), b'"', src_frag[src],
+                             dest_frag[dest], b"}}")))
             if tap is not None and et == "flow" and (src is not None or dest is not None):
                 flow = getattr(rec, "flow", None)
                 if flow is not None:
@@ -431,11 +432,11 @@ class Pipeline:
         src: Mapping[str, Any] | None,
         dest: Mapping[str, Any] | None,
     ) -> bytes:
-        doc: dict[str, Any] = {"timestamp": rec.get("timestamp"), "event_type": "policy"}
-        for name in ("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto",
-                     "community_id", "vlan", "in_iface"):
-            if name in rec:
-                doc[name] = rec[name]
+        doc: dict[str, Any] = {"timestamp": None, "event_type": "policy"}
+        for name, value in zip(_FINDING_FROM_RECORD.names, _FINDING_FROM_RECORD(rec),
+                               strict=True):
+            if value is not None:
+                doc[name] = value
         doc.update(finding)
         doc["event_type"] = "policy"
         own = finding.get("lateral")
@@ -454,6 +455,11 @@ class Pipeline:
         for obs in self._observers_for.get("policy", ()):
             obs.observe("policy", doc, src, dest)
         return _dumps(doc)
+
+
+# What a policy finding takes from the record that raised it, unless the finding says otherwise.
+_FINDING_FROM_RECORD = Fields("timestamp", "flow_id", "src_ip", "src_port", "dest_ip",
+                              "dest_port", "proto", "community_id", "vlan", "in_iface")
 
 
 def _head_fields(rec: _Head) -> dict[str, Any]:

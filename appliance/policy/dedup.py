@@ -9,6 +9,7 @@ it ends up with one document holding the final count. Sans-I/O: time is the reco
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,14 +64,18 @@ class Deduper:
     def __init__(self, window: float) -> None:
         self.window = window
         self._open: dict[Hashable, _Open] = {}
-        self._next_sweep = float("-inf")
+        # (start, n, key, entry) of every window opened, earliest start first: closing the
+        # windows that are over looks only at those (entries closed early are skipped).
+        self._starts: list[tuple[float, int, Hashable, _Open]] = []
+        self._opened = 0
         self.suppressed = 0
 
     def offer(
         self, key: Hashable, now: float, ts: Any, make: Callable[[], dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Note one occurrence; return what to emit now (a new finding, closed windows)."""
-        out = self._sweep(now)
+        starts = self._starts
+        out = self._sweep(now) if starts and now - starts[0][0] >= self.window else []
         entry = self._open.get(key)
         if entry is not None and now - entry.start < self.window:
             entry.count += 1
@@ -83,17 +88,20 @@ class Deduper:
         finding = make()
         policy = finding.setdefault("policy", {})
         policy.update({"count": 1, "first_seen": ts, "last_seen": ts})
-        self._open[key] = _Open(finding, now, now, ts)
+        entry = self._open[key] = _Open(finding, now, now, ts)
+        self._opened += 1
+        heapq.heappush(starts, (now, self._opened, key, entry))
         out.append(finding)
         return out
 
     def _sweep(self, now: float) -> list[dict[str, Any]]:
-        if now < self._next_sweep:
-            return []
-        self._next_sweep = now + min(self.window, 10.0)
+        """Close the windows that are over."""
         out: list[dict[str, Any]] = []
-        for key in [k for k, e in self._open.items() if now - e.start >= self.window]:
-            out.extend(self._close(key))
+        starts, window, open_ = self._starts, self.window, self._open
+        while starts and now - starts[0][0] >= window:
+            _, _, key, entry = heapq.heappop(starts)
+            if open_.get(key) is entry:
+                out.extend(self._close(key))
         return out
 
     def _close(self, key: Hashable) -> list[dict[str, Any]]:
@@ -109,4 +117,5 @@ class Deduper:
         out: list[dict[str, Any]] = []
         for key in list(self._open):
             out.extend(self._close(key))
+        self._starts.clear()
         return out

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
-__all__ = ["policy_finding"]
+__all__ = ["Fields", "policy_finding"]
 
-_COPIED = ("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto",
-           "community_id", "vlan")
+
+class Fields:
+    """Reads a fixed list of fields from a record in one go: from the pipeline's decoded
+    header (``_Head``, whose fields are attributes) with one C call, from any other mapping
+    with ``get``. A field that is absent or null reads as None either way."""
+
+    __slots__ = ("_getter", "names")
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        self._getter = attrgetter(*names)
+
+    def __call__(self, rec: Mapping[str, Any]) -> tuple[Any, ...]:
+        try:
+            values = self._getter(rec)
+        except AttributeError:  # a whole record (a dict), or another mapping
+            return tuple(map(rec.get, self.names))
+        return values if len(self.names) > 1 else (values,)
+
+
+_COPIED = Fields("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto",
+                 "community_id", "vlan")
 
 
 def policy_finding(rec: Mapping[str, Any], check: str, rule_id: str, name: str, reason: str,
@@ -20,13 +41,13 @@ def policy_finding(rec: Mapping[str, Any], check: str, rule_id: str, name: str, 
         "policy": {"check": check, "rule_id": rule_id, "rule_name": name, "action": "alert",
                    "reason": reason, "key": key},
     }
-    for field in _COPIED:
-        if rec.get(field) is not None:
-            finding[field] = rec[field]
-    lateral: dict[str, Any] = {}
+    for field, value in zip(_COPIED.names, _COPIED(rec), strict=True):
+        if value is not None:
+            finding[field] = value
+    lateral: dict[str, Any] = {}  # the identities as they are: their owners never change them
     if src_vm:
-        lateral["src_vm"] = dict(src_vm)
+        lateral["src_vm"] = src_vm
     if dest_vm:
-        lateral["dest_vm"] = dict(dest_vm)
+        lateral["dest_vm"] = dest_vm
     finding["lateral"] = lateral
     return finding

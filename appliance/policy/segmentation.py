@@ -13,29 +13,78 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from operator import attrgetter
 from typing import Any
 
+from ..enrich import Identity
 from .dedup import Deduper, record_time
-from .finding import policy_finding
+from .finding import Fields, policy_finding
 from .model import PolicyFile, PolicyRule
 
 __all__ = ["Segmentation"]
 
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-# The fields a flow's decision needs, read from the pipeline's decoded header in one C call.
-_NAMES = ("vlan", "src_ip", "dest_ip", "proto", "dest_port", "app_proto")
-_FIELDS = attrgetter(*_NAMES)
+# The fields placing a flow's ends when CIDR or VLAN groups exist, and those deciding it.
+_PLACE = Fields("vlan", "src_ip", "dest_ip")
+_DECIDE = Fields("proto", "dest_port", "app_proto")
 
 
-def _fields(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    try:  # the pipeline's decoded header
-        return _FIELDS(rec)
-    except AttributeError:  # a whole record (a dict), or another mapping
-        return tuple(map(rec.get, _NAMES))
 # A rule as a flow is tested against it: (proto or None for any, ports or None for any,
 # app_proto or None, silent: allowed or left to Suricata's compiled rule, the rule).
 _Candidate = tuple[str | None, frozenset[int] | None, str | None, bool, PolicyRule]
+
+
+class _Default:
+    """The verdict "no rule matched, and the default action is alert"."""
+
+
+_DEFAULT = _Default()
+# What decides a flow: None (nothing to report), the alerting rule, or the default action.
+_Verdict = PolicyRule | _Default | None
+_NOTHING: list[dict[str, Any]] = []  # returned, never changed: no list made per quiet flow
+
+
+class _Cell:
+    """The rules that can decide between two group sets, and their verdicts per protocol and
+    destination port, worked out the first time a flow shows that protocol."""
+
+    __slots__ = ("by_app", "by_proto", "candidates", "default")
+
+    def __init__(self, candidates: tuple[_Candidate, ...], default: _Verdict) -> None:
+        self.candidates = candidates
+        self.default = default  # the verdict when no candidate matches
+        self.by_app = any(c[2] is not None for c in candidates)  # ports alone do not decide
+        # Suricata's spelling of the protocol -> (verdict per listed port, verdict for any
+        # other port, the policy's spelling): a handful of protocols, so never many entries.
+        self.by_proto: dict[Any, tuple[dict[Any, _Verdict], _Verdict, str]] = {}
+
+    def verdicts(self, raw_proto: Any) -> tuple[dict[Any, _Verdict], _Verdict, str]:
+        """First match wins: a port takes the verdict of the first rule listing it, any other
+        port that of the first rule for all ports (or the default)."""
+        proto = _PROTOS.get(raw_proto) or str(raw_proto or "").lower()
+        by_port: dict[Any, _Verdict] = {}
+        other = self.default
+        for r_proto, ports, _, silent, rule in self.candidates:
+            if r_proto is not None and r_proto != proto:
+                continue
+            verdict = None if silent else rule
+            if ports is None:
+                other = verdict
+                break
+            for port in ports:
+                by_port.setdefault(port, verdict)
+        found = self.by_proto[raw_proto] = (by_port, other, proto)
+        return found
+
+    def walk(self, proto: str, port: Any, app_proto: Any) -> _Verdict:
+        """The rules in order, for cells where an app-layer protocol takes part."""
+        for r_proto, ports, app, silent, rule in self.candidates:
+            if (r_proto is None or r_proto == proto) and (ports is None or port in ports) \
+                    and (app is None or app == app_proto):
+                return None if silent else rule
+        return self.default
+
+
+_QUIET = _Cell((), None)  # the cell of two group sets no rule connects, default allow
 _MAX_CACHED = 200_000  # membership entries kept (addresses seen) before starting afresh
 _MAX_SETS = 4096  # distinct group sets (the table is at most this squared, filled as seen)
 _PROTOS = {"TCP": "tcp", "UDP": "udp", "ICMP": "icmp"}  # Suricata's spelling → the policy's
@@ -74,10 +123,13 @@ class Segmentation:
         # Each distinct set of groups an end was placed in gets a small number; the rules
         # between two sets sit in a table indexed by those numbers (no hashing per flow).
         self._sets: list[frozenset[str]] = []
+        self._texts: list[str] = []  # each set as a finding's reason names it
         self._set_index: dict[frozenset[str], int] = {}
-        self._table: list[list[tuple[_Candidate, ...] | None]] = []
+        self._table: list[list[_Cell | None]] = []
         self._membership: dict[tuple[Any, Any, Any], int] = {}
-        self._by_vm: dict[int, tuple[Mapping[str, Any] | None, int]] = {}
+        # The inventory's identity mapping (hashed by identity, see enrich.Identity) -> its
+        # group set number, when labels and names alone place ends.
+        self._by_vm: dict[Any, int] = {}
 
     # ------------------------------------------------------------ placing ends in groups
 
@@ -92,6 +144,7 @@ class Segmentation:
                     self._forget()
                 found = self._set_index[groups] = len(self._sets)
                 self._sets.append(groups)
+                self._texts.append(", ".join(sorted(groups - {"any"})) or "no group")
                 self._table.append([])
             if len(self._membership) > _MAX_CACHED:
                 self._membership.clear()
@@ -100,12 +153,13 @@ class Segmentation:
 
     def _vm_index(self, vm: Mapping[str, Any] | None) -> int:
         """A VM's group set number when only labels and names place it (no CIDR or VLAN
-        groups), cached by the identity mapping — held in the cache, so its id is never
-        another's."""
+        groups), cached by the identity mapping when it is the inventory's (a plain mapping,
+        which is not hashable, is placed by its name each time)."""
         found = self._index(None, vm, None)
-        if len(self._by_vm) > _MAX_CACHED:
-            self._by_vm.clear()
-        self._by_vm[id(vm)] = (vm, found)
+        if vm is None or isinstance(vm, Identity):
+            if len(self._by_vm) > _MAX_CACHED:
+                self._by_vm.clear()
+            self._by_vm[vm] = found
         return found
 
     def _place(self, ip: Any, vm: Mapping[str, Any] | None, vlan: Any) -> frozenset[str]:
@@ -148,72 +202,76 @@ class Segmentation:
              r.app_proto, r.action != "alert" or r.id in self.compiled, r)
             for r in (rules[n] for n in sorted(positions)))
 
-    def _fill(self, si: int, di: int) -> tuple[_Candidate, ...]:
-        """The table's cell for two group set numbers, computed once."""
-        found = self.rules_between(self._sets[si], self._sets[di])
+    def _fill(self, si: int, di: int) -> _Cell:
+        """The table's cell for two group set numbers, made once: _QUIET when no rule can
+        decide between them and the default is allow."""
+        candidates = self.rules_between(self._sets[si], self._sets[di])
+        cell = _QUIET
+        if candidates or not self._default_silent:
+            cell = _Cell(candidates, None if self._default_silent else _DEFAULT)
         row = self._table[si]
         if len(row) <= di:
             row.extend([None] * (di + 1 - len(row)))
-        row[di] = found
-        return found
+        row[di] = cell
+        return cell
 
     # ------------------------------------------------------------ the hook
 
     def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
               dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-        # Called for every flow record. An allowed flow (nearly all of them) costs two cached
-        # membership lookups, one cached lookup of the rules between those groups and a test
-        # of the (few) rules found.
-        fields = None
+        # Called for every flow record. A flow between groups no rule connects (most of them)
+        # costs two cached lookups of its ends' group sets and one of the table; otherwise
+        # two more lookups find the verdict for its protocol and port.
         if self._vm_only:  # groups by labels and names only: the VM identity decides
             by_vm = self._by_vm
-            hit = by_vm.get(id(src_vm))
-            si = hit[1] if hit is not None and hit[0] is src_vm else self._vm_index(src_vm)
-            hit = by_vm.get(id(dest_vm))
-            di = hit[1] if hit is not None and hit[0] is dest_vm else self._vm_index(dest_vm)
+            try:
+                si = by_vm.get(src_vm)
+                di = by_vm.get(dest_vm)
+            except TypeError:  # a plain mapping, not the inventory's identity
+                si = di = None
+            if si is None:
+                si = self._vm_index(src_vm)
+            if di is None:
+                di = self._vm_index(dest_vm)
         else:
-            fields = _fields(rec)
-            vlans = fields[0]
+            vlans, src_ip, dest_ip = _PLACE(rec)
             vlan = vlans[0] if type(vlans) is list and vlans else None
-            si = self._index(fields[1], src_vm, vlan)
-            di = self._index(fields[2], dest_vm, vlan)
+            si = self._index(src_ip, src_vm, vlan)
+            di = self._index(dest_ip, dest_vm, vlan)
         row = self._table[si]
-        candidates = row[di] if di < len(row) else None
-        if candidates is None:
-            candidates = self._fill(si, di)
-        if not candidates and self._default_silent:
-            return []  # no rule between these groups, default allow: the record is not read
-        _, src_ip, dest_ip, raw_proto, port, app_proto = fields or _fields(rec)
-        proto = _PROTOS.get(raw_proto) or str(raw_proto or "").lower()
-        decided: PolicyRule | None = None
-        for r_proto, ports, app, silent, rule in candidates:
-            if (r_proto is None or r_proto == proto) and (ports is None or port in ports) \
-                    and (app is None or app == app_proto):
-                if silent:
-                    return []
-                decided = rule
-                break
+        cell = row[di] if di < len(row) else None
+        if cell is None:
+            cell = self._fill(si, di)
+        if cell is _QUIET:
+            return _NOTHING  # no rule between these groups, default allow: the flow not read
+        raw_proto, port, app_proto = _DECIDE(rec)
+        entry = cell.by_proto.get(raw_proto)
+        if entry is None:
+            entry = cell.verdicts(raw_proto)
+        by_port, other, proto = entry
+        if cell.by_app:
+            verdict = cell.walk(proto, port, app_proto)
         else:
-            if self._default_silent:
-                return []
-        return self._violation(rec, decided, proto, port, app_proto, src_vm, dest_vm,
-                               (src_vm.get("name") if src_vm else None) or src_ip,
-                               (dest_vm.get("name") if dest_vm else None) or dest_ip,
-                               self._sets[si], self._sets[di])
+            verdict = by_port.get(port, other)
+        if verdict is None:
+            return _NOTHING
+        return self._violation(rec, verdict if isinstance(verdict, PolicyRule) else None, proto,
+                               port, app_proto, src_vm, dest_vm, si, di)
 
     def _violation(self, rec: Mapping[str, Any], rule: PolicyRule | None, proto: str, port: Any,
                    app_proto: Any, src_vm: Mapping[str, Any] | None,
-                   dest_vm: Mapping[str, Any] | None, src_name: Any, dest_name: Any,
-                   src_groups: frozenset[str], dest_groups: frozenset[str],
+                   dest_vm: Mapping[str, Any] | None, si: int, di: int,
                    ) -> list[dict[str, Any]]:
         ts = rec.get("timestamp")
         now = record_time(ts) or 0.0
+        src_name = (src_vm.get("name") if src_vm else None) or rec.get("src_ip")
+        dest_name = (dest_vm.get("name") if dest_vm else None) or rec.get("dest_ip")
         key = (src_name, dest_name, proto, port, rule.id if rule else None)
+        src_groups, dest_groups = self._texts[si], self._texts[di]
 
         def make() -> dict[str, Any]:
             rule_id = rule.id if rule else "default"
-            why = (f"{src_name} ({', '.join(sorted(src_groups - {'any'})) or 'no group'}) → "
-                   f"{dest_name} ({', '.join(sorted(dest_groups - {'any'})) or 'no group'}) "
+            why = (f"{src_name} ({src_groups}) → {dest_name} ({dest_groups}) "
                    f"{proto}/{port}" + (f" [{app_proto}]" if app_proto else "") + ": "
                    + (f"matched rule {rule_id}" if rule else "no rule matched; default is alert"))
             return policy_finding(rec, self.name, rule_id,
