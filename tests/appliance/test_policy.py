@@ -208,3 +208,63 @@ def test_policy_vm_merges_with_its_own_port_when_the_switch_has_two_of_that_name
     assert inv.by_ip("10.79.0.20") == {"name": "db01"}  # which db01? not guessed
     assert sorted(vm.iface_id or "-" for vm in inv.vms) == [
         "-", "vif-db01-a", "vif-db01-b", "vif-ws01-a", "vif-ws01-b"]
+
+
+LABELS_ONLY = {
+    "default_action": "allow",
+    "groups": {"web": {"labels": {"zone": "web"}}, "data": {"labels": {"zone": "data"}},
+               "dev": {"vms": ["dev07"]}},
+    "rules": [
+        {"id": "ssh", "from": "web", "to": "data", "proto": "tcp", "ports": [22, 2222],
+         "action": "alert"},
+        {"id": "web-db", "from": "web", "to": "data", "proto": "tcp", "ports": [22, 3306],
+         "action": "allow"},  # 22 is the ssh rule's: first match wins
+        {"id": "web-any", "from": "web", "to": "data", "proto": "tcp", "action": "allow"},
+        {"id": "shadowed", "from": "web", "to": "data", "proto": "tcp", "ports": [8080],
+         "action": "alert"},  # after web-any: never decides
+        {"id": "udp", "from": "web", "to": "data", "proto": "udp", "action": "alert"},
+        {"id": "dev-http", "from": "dev", "to": "any", "proto": "tcp", "ports": [80],
+         "app_proto": "http", "action": "alert"},
+        {"id": "dev-any", "from": "dev", "to": "data", "action": "alert"},
+    ],
+}
+
+
+@pytest.mark.parametrize(("src", "dest", "port", "proto", "app", "expected"), [
+    ("10.0.0.10", "10.0.0.20", 22, "TCP", None, "ssh"),
+    ("10.0.0.10", "10.0.0.20", 2222, "TCP", None, "ssh"),
+    ("10.0.0.10", "10.0.0.20", 3306, "TCP", None, None),
+    ("10.0.0.10", "10.0.0.20", 8080, "TCP", None, None),  # web-any before shadowed
+    ("10.0.0.10", "10.0.0.20", 53, "UDP", None, "udp"),
+    ("10.0.0.10", "10.0.0.20", 1, "ICMP", None, None),  # no rule for icmp: default allow
+    ("10.0.0.20", "10.0.0.10", 22, "TCP", None, None),  # the other way: no rule
+    ("10.0.0.66", "10.0.0.10", 80, "TCP", "http", "dev-http"),
+    ("10.0.0.66", "10.0.0.10", 80, "TCP", None, None),
+    ("10.0.0.66", "10.0.0.20", 80, "TCP", "http", "dev-http"),
+    ("10.0.0.66", "10.0.0.20", 443, "TCP", None, "dev-any"),
+    ("10.0.0.66", "10.0.0.20", 53, "UDP", None, "dev-any"),
+    ("10.9.9.9", "10.0.0.20", 22, "TCP", None, None),  # not in the inventory: no group
+])
+def test_labels_only_policy_first_match_by_protocol_and_port(
+        src: str, dest: str, port: int, proto: str, app: str | None,
+        expected: str | None) -> None:
+    """A policy of labels and names only decides by the VM identities; each pair's verdicts per
+    protocol and port are worked out once, in rule order, and must equal a walk of the rules —
+    for the inventory's identity mappings and for plain ones alike."""
+    policy = parse_policy(LABELS_ONLY)
+    inventory = Inventory(VMS)
+    seg = Segmentation(policy)
+    line = _flow(src, dest, port, proto=proto, app=app)
+    p = Pipeline(sensor="s", inventory=inventory, checks=[seg])
+    # the same flow many times, and the pair's other ports first: cached answers must hold
+    other = _flow(src, dest, 3306 if port != 3306 else 22, proto=proto, app=app)
+    out = [orjson.loads(x) for x in p.process([other, line, line, line]) + p.flush()]
+    rule_ids = {x["policy"]["rule_id"] for x in out
+                if x["event_type"] == "policy" and x["dest_port"] == port}
+    assert rule_ids == ({expected} if expected else set())
+    # a plain dict as the identity (not the inventory's own mapping): the same verdict
+    rec = orjson.loads(line)
+    src_vm, dest_vm = inventory.ends(rec)
+    found = Segmentation(policy).check(rec, dict(src_vm) if src_vm else None,
+                                       dict(dest_vm) if dest_vm else None)
+    assert [f["policy"]["rule_id"] for f in found] == ([expected] if expected else [])
