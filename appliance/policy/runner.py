@@ -21,6 +21,7 @@ from ..eve.reader import EveReader
 from ..pipeline import Pipeline
 from . import PolicyCheck
 from .hygiene import FirstSeenCheck, ManagementCheck, ScanCheck, SpoofCheck
+from .macflood import MacFloodCheck
 from .model import PolicyFile
 from .segmentation import Segmentation
 
@@ -43,6 +44,8 @@ def build_checks(policy: PolicyFile, inventory: Inventory | None = None, *,
         checks.append(FirstSeenCheck(spec.first_seen.learning, policy.dedup_window))
     if spec.spoof.enabled and inventory is not None and len(inventory):
         checks.append(SpoofCheck(inventory, policy.dedup_window))
+    if spec.l2.mac_flood_per_second:  # the unicast floods the L2 sniffer does not see
+        checks.append(MacFloodCheck(spec.l2.mac_flood_per_second, policy.dedup_window))
     return checks
 
 
