@@ -33,8 +33,9 @@ def record_id(sensor: bytes, raw: bytes) -> str:
     return h.hexdigest()
 
 
-def finding_id(sensor: bytes, rec: Mapping[str, Any]) -> str:
-    """The id of a finding, stable across runs over the same traffic."""
+def finding_id(sensor: bytes, rec: Mapping[str, Any], keyed: Any = None) -> str:
+    """The id of a finding, stable across runs over the same traffic. ``keyed``: a blake2b
+    already keyed with ``sensor`` (16-byte digest) to copy, instead of keying a new one."""
     get = rec.get
     parts = [str(get("event_type"))]
     for key in _FINDING_KEYS:
@@ -46,5 +47,9 @@ def finding_id(sensor: bytes, rec: Mapping[str, Any]) -> str:
     policy = get("policy")
     if policy is not None and isinstance(policy, Mapping):
         parts.append(f"{policy.get('check')}:{policy.get('rule_id')}:{policy.get('key', '')}")
-    h = blake2b("\x1f".join(parts).encode(), digest_size=16, key=sensor[:64])
+    text = "\x1f".join(parts).encode()
+    if keyed is None:
+        return blake2b(text, digest_size=16, key=sensor[:64]).hexdigest()
+    h: blake2b = keyed.copy()
+    h.update(text)
     return h.hexdigest()

@@ -290,7 +290,7 @@ class Pipeline:
                 continue
             by_type[et] = by_type.get(et, 0) + 1
             if et == "alert":
-                rid = finding_id(key, _head_fields(rec))
+                rid = finding_id(key, _head_fields(rec), hasher)
             else:
                 h = hasher.copy()
                 h.update(raw)
@@ -334,7 +334,7 @@ class Pipeline:
             raw = _dumps(rec)
             self.counters.redacted += 1
         if et == "alert":
-            rid = finding_id(self._key, rec)
+            rid = finding_id(self._key, rec, self._hasher)
         else:
             h = self._hasher.copy()
             h.update(raw)
@@ -439,22 +439,38 @@ class Pipeline:
                 doc[name] = value
         doc.update(finding)
         doc["event_type"] = "policy"
-        own = finding.get("lateral")
+        own = doc.pop("lateral", None)
         if isinstance(own, Mapping):  # a check that knows the ends better (e.g. at flush)
             src = own.get("src_vm", src)
             dest = own.get("dest_vm", dest)
-        lat: dict[str, Any] = {"id": finding_id(self._key, doc), "sensor": self.sensor}
-        if src is not None:
-            lat["src_vm"] = src
-        if dest is not None:
-            lat["dest_vm"] = dest
-        doc["lateral"] = lat
+        rid = finding_id(self._key, doc, self._hasher)
         self.counters.policy_findings += 1
         by_type = self.counters.by_type
         by_type["policy"] = by_type.get("policy", 0) + 1
-        for obs in self._observers_for.get("policy", ()):
-            obs.observe("policy", doc, src, dest)
-        return _dumps(doc)
+        observers = self._observers_for.get("policy")
+        if observers:
+            lat: dict[str, Any] = {"sensor": self.sensor, "id": rid}
+            if src is not None:
+                lat["src_vm"] = src
+            if dest is not None:
+                lat["dest_vm"] = dest
+            doc["lateral"] = lat
+            for obs in observers:
+                obs.observe("policy", doc, src, dest)
+            del doc["lateral"]
+        # the identities as the fast path writes them: serialised once per inventory
+        return b"".join((_dumps(doc)[:-1], self._head, rid.encode(), b'"',
+                         _fragment(self._src_frag, src, b',"src_vm":'),
+                         _fragment(self._dest_frag, dest, b',"dest_vm":'), b"}}"))
+
+
+def _fragment(frags: dict[Identity | None, bytes], vm: Mapping[str, Any] | None,
+              name: bytes) -> bytes:
+    """``,"src_vm":{…}`` for an identity: the inventory's, serialised already, or another."""
+    try:
+        return frags[vm]  # type: ignore[index]
+    except (KeyError, TypeError):  # not the current inventory's (a plain dict is unhashable)
+        return b"" if vm is None else name + _dumps(vm)
 
 
 # What a policy finding takes from the record that raised it, unless the finding says otherwise.

@@ -100,9 +100,16 @@ class Segmentation:
     def __init__(self, policy: PolicyFile, compiled: frozenset[str] = frozenset()) -> None:
         self.policy = policy
         self.compiled = compiled  # rule ids Suricata evaluates (see .compile): not reported here
-        self._label_groups = [(g, spec.labels) for g, spec in policy.groups.items() if spec.labels]
-        self._name_groups = [(g, frozenset(spec.vms)) for g, spec in policy.groups.items()
-                             if spec.vms]
+        # Label groups by one of their (label, value) pairs, name groups by name: placing a VM
+        # looks only at the groups its own labels and name can satisfy.
+        self._label_groups: dict[tuple[str, str], list[tuple[str, dict[str, str]]]] = {}
+        self._name_groups: dict[str, list[str]] = {}
+        for g, spec in policy.groups.items():
+            if spec.labels:
+                first = next(iter(spec.labels.items()))
+                self._label_groups.setdefault(first, []).append((g, spec.labels))
+            for name in spec.vms:
+                self._name_groups.setdefault(name, []).append(g)
         self._cidr_groups: list[tuple[str, list[_Net]]] = [
             (g, [ipaddress.ip_network(c) for c in spec.cidrs])
             for g, spec in policy.groups.items() if spec.cidrs
@@ -164,14 +171,16 @@ class Segmentation:
 
     def _place(self, ip: Any, vm: Mapping[str, Any] | None, vlan: Any) -> frozenset[str]:
         groups = {"any"}
-        labels = vm.get("labels") or {} if vm else {}
-        for group, wanted in self._label_groups:
-            if all(labels.get(k) == v for k, v in wanted.items()):
-                groups.add(group)
         if vm:
-            for group, names in self._name_groups:
-                if vm.get("name") in names:
-                    groups.add(group)
+            labels = vm.get("labels") or {}
+            if isinstance(labels, Mapping):
+                for pair in labels.items():
+                    for group, wanted in self._label_groups.get(pair, ()):
+                        if all(labels.get(k) == v for k, v in wanted.items()):
+                            groups.add(group)
+            name = vm.get("name")
+            if isinstance(name, str):
+                groups.update(self._name_groups.get(name, ()))
         if self._cidr_groups and isinstance(ip, str):
             try:
                 addr = ipaddress.ip_address(ip)
