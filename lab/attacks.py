@@ -3,26 +3,29 @@
 Each scenario returns two packet lists on the same small network (10.0.0.0/24 with a gateway at
 .1, a DHCP server at .3 and a router advertising fd00:10::/64): ``benign`` — what a healthy
 network sends (the gateway answering for itself, the real DHCP server, the real router, ordinary
-VLAN-tagged frames) — and ``attack``, which follows it in time. A check must stay silent on the
-first and fire on the second. ``python -m lab.attacks NAME OUT.pcap`` writes both, in order.
+VLAN-tagged frames, TCP sessions between the VMs) — and ``attack``, which follows it in time. A
+check must stay silent on the first and fire on the second. ``seen_in`` says which check: the L2
+sniffer's (``frames``) or the one on Suricata's flow records (``flows``: the unicast MAC flood).
+``python -m lab.attacks NAME OUT.pcap`` writes both, in order.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from scapy.layers.dhcp import BOOTP, DHCP
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, IPv6
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from lab.pcapfile import frames_of, write_frames
-from lab.traffic import EPOCH_US, vm
+from lab.traffic import EPOCH_US, Clock, merge, request, response, tcp_session, vm
 
 __all__ = ["ATTACKS", "AttackScenario", "main"]
 
@@ -45,6 +48,7 @@ class AttackScenario:
     benign: list[Packet]
     attack: list[Packet]
     rule_id: str
+    seen_in: Literal["frames", "flows"] = "frames"
 
 
 def _at(packets: list[Packet], start_s: float, step_s: float = 0.01) -> list[Packet]:
@@ -118,6 +122,34 @@ def mac_flood() -> AttackScenario:
     return AttackScenario(_at(benign, 0.0, 0.2), _at(attack, 2.0, 0.002), "mac-flood")
 
 
+def _unicast_mac(rng: random.Random) -> str:
+    octets = [rng.randrange(256) for _ in range(6)]
+    octets[0] &= 0xFE  # the group bit clear: no broadcast, no multicast
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def _address(rng: random.Random) -> str:
+    return ".".join(str(rng.randrange(1, 224 if n == 0 else 255)) for n in range(4))
+
+
+def unicast_mac_flood() -> AttackScenario:
+    web, db, dev = (Clock(EPOCH_US + n * 150_000) for n in range(3))
+    benign = merge(
+        tcp_session(web, WEB01, DB01, 41000, 5432, [request(b"SELECT 1;"), response(b"1")]),
+        tcp_session(dev, DEV07, WEB01, 41001, 80, [request(b"GET / HTTP/1.1\r\n\r\n"),
+                                                   response(b"HTTP/1.1 200 OK\r\n\r\n")]),
+        tcp_session(db, DB01, GATEWAY, 41002, 443, [request(b"\x16\x03\x01"), response(b"ok")]))
+    # macof-style: TCP SYNs from random source MACs to random unicast MACs and addresses, 500 a
+    # second; the sniffer's filter (broadcasts) never sees them, Suricata makes a flow of each.
+    rng = random.Random(66)
+    attack = [Ether(src=_unicast_mac(rng), dst=_unicast_mac(rng))
+              / IP(src=_address(rng), dst=_address(rng))
+              / TCP(sport=rng.randrange(1024, 65536), dport=rng.randrange(1, 65536), flags="S",
+                    seq=rng.randrange(1 << 32), window=512)
+              for _ in range(300)]
+    return AttackScenario(benign, _at(attack, 2.0, 0.002), "mac-flood", "flows")
+
+
 def double_tag() -> AttackScenario:
     benign = [Ether(src=WEB01.mac, dst=DB01.mac) / Dot1Q(vlan=10) / IP(src=WEB01.ip, dst=DB01.ip)
               / UDP(sport=5000, dport=53)]
@@ -131,6 +163,7 @@ ATTACKS: dict[str, Callable[[], AttackScenario]] = {
     "rogue_dhcp": rogue_dhcp,
     "rogue_ra": rogue_ra,
     "mac_flood": mac_flood,
+    "unicast_mac_flood": unicast_mac_flood,
     "double_tag": double_tag,
 }
 

@@ -9,7 +9,10 @@ Sans-I/O: :meth:`L2Checks.feed` takes one :mod:`capture.l2` event and returns fi
 - **Rogue DHCP**: an OFFER/ACK from a server not in ``servers`` (MACs or addresses). With no list,
   the first server seen is taken as the legitimate one.
 - **Rogue IPv6 router advertisements**: an RA from a MAC not in ``routers`` (same learning rule).
-- **MAC flooding**: more than ``per_second`` new source MACs in one second.
+- **MAC flooding**: more than ``per_second`` new source MACs in one second, counted over
+  broadcast and multicast frames and ARP; IP frames to unicast MACs are
+  :class:`~.macflood.MacFloodCheck`'s share (Suricata logs their flows; the live sniffer's filter
+  does not pass them), so a replay, which feeds every frame here, does not report a flood twice.
 - **VLAN double-tagging**: a frame carrying two or more 802.1Q/802.1ad tags.
 - **Cleartext credentials** (:mod:`.cleartext`): logins over FTP, telnet, POP3, IMAP, HTTP Basic.
 
@@ -29,6 +32,7 @@ from capture.pcapread import read_frames
 from ..enrich import Inventory, ip_spellings
 from .cleartext import CleartextCredentials
 from .dedup import Deduper
+from .macflood import is_unicast
 from .model import L2Spec
 
 __all__ = ["L2Checks"]
@@ -67,7 +71,7 @@ class L2Checks:
     def feed(self, event: L2Event) -> list[dict[str, Any]]:
         self.events += 1
         frame = event if isinstance(event, FrameInfo) else event.frame
-        out = self._frame(frame)
+        out = self._frame(frame, isinstance(event, ArpEvent))
         if isinstance(event, ArpEvent) and self.spec.arp:
             out += self._arp(event)
         elif isinstance(event, DhcpEvent) and self.spec.dhcp:
@@ -132,7 +136,7 @@ class L2Checks:
 
     # ------------------------------------------------------------ every frame
 
-    def _frame(self, frame: FrameInfo) -> list[dict[str, Any]]:
+    def _frame(self, frame: FrameInfo, arp: bool) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if self.spec.vlan_double_tag and len(frame.vlans) >= 2:
             reason = (f"{self._who(frame.src_mac)} sent a frame with {len(frame.vlans)} VLAN "
@@ -140,7 +144,8 @@ class L2Checks:
             out += self._offer(frame, ("vlan", frame.src_mac),
                                ("vlan-double-tag", "VLAN double-tagging", reason,
                                 frame.src_mac))
-        if self.spec.mac_flood_per_second and frame.src_mac not in self._macs_seen:
+        if (self.spec.mac_flood_per_second and (arp or not is_unicast(frame.dst_mac))
+                and frame.src_mac not in self._macs_seen):
             if len(self._macs_seen) < 1_000_000:
                 self._macs_seen.add(frame.src_mac)
             second = int(frame.ts)
