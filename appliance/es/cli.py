@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,9 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", metavar="PEM", help="CA certificate for https URLs")
 
 
+SETUP_DELAYS = (1.0, 2.0, 4.0, 8.0)  # seconds before each retry of `lateral es setup`
+
+
 def _cmd_setup(args: argparse.Namespace) -> int:
     from elastic_transport import TransportError
     from elasticsearch import ApiError
@@ -69,11 +73,24 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 
     client = _client(args)
     try:
-        report = setup(client, retention_days=args.retention_days)
-    except (ApiError, TransportError) as exc:
-        raise SinkError(f"cannot set up Elasticsearch at {args.url}: {exc}",
+        for attempt, delay in enumerate((*SETUP_DELAYS, None), start=1):
+            try:
+                report = setup(client, retention_days=args.retention_days)
+                break
+            except (ApiError, TransportError) as exc:
+                # A busy cluster (429, 5xx) or one starting up may answer in a moment; setup is
+                # idempotent, so it runs again whole. Other answers (401, 400 …) will not change.
+                status = getattr(exc, "status_code", None) if isinstance(exc, ApiError) else None
+                busy = status is None or status == 429 or status >= 500
+                if not busy or delay is None:
+                    raise SinkError(
+                        f"cannot set up Elasticsearch at {args.url}: {exc}"
+                        + (f" (after {attempt} attempts)" if attempt > 1 else ""),
                         hint="check the URL and credentials; the cluster must be reachable"
-                        ) from None
+                    ) from None
+                print(f"Elasticsearch busy or unreachable ({status or type(exc).__name__}); "
+                      f"trying again in {delay:.0f} s", file=sys.stderr)
+                time.sleep(delay)
     finally:
         client.close()
     for name in report.templates:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import http.server
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
 
 from appliance.errors import SinkError
-from appliance.es import EsShipper, connect
+from appliance.es import EsShipper, cli, connect
 from appliance.es.cli import build_query, register
 
 from .conftest import EsServer, unique
@@ -38,9 +42,86 @@ def test_query_has_every_filter() -> None:
     assert query["filter"][0] == {"range": {"@timestamp": {"gte": "now-24h", "lte": "now"}}}
 
 
-def test_unreachable_cluster_is_a_clear_error() -> None:
-    with pytest.raises(SinkError, match="cannot set up Elasticsearch"):
+def test_unreachable_cluster_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "SETUP_DELAYS", (0.0, 0.0))
+    with pytest.raises(SinkError, match=r"cannot set up Elasticsearch.*after 3 attempts"):
         run(["es", "setup", "--url", dead_url()])
+
+
+class _BusyFirst(http.server.BaseHTTPRequestHandler):
+    """Answers the first ``busy`` requests 429 as a busy cluster does, then passes every
+    request on to the real server."""
+
+    upstream = ""
+    busy = 0
+    seen: list[int] = []
+
+    def _any(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if _BusyFirst.busy > 0:
+            _BusyFirst.busy -= 1
+            _BusyFirst.seen.append(429)
+            reply = b'{"error":{"type":"es_rejected_execution_exception"},"status":429}'
+            self.send_response(429)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Elastic-Product", "Elasticsearch")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "content-length", "connection")}
+        req = urllib.request.Request(_BusyFirst.upstream + self.path, data=body or None,
+                                     headers=headers, method=self.command)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, rheaders, reply = resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, rheaders, reply = exc.code, exc.headers, exc.read()
+        _BusyFirst.seen.append(status)
+        self.send_response(status)
+        for k, v in rheaders.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.es
+def test_setup_waits_out_a_busy_cluster(es: EsServer, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """429 (and 5xx) are worth waiting for: setup tries again, and installs everything."""
+    monkeypatch.setattr(cli, "SETUP_DELAYS", (0.1, 0.1, 0.1, 0.1))
+    _BusyFirst.upstream, _BusyFirst.busy, _BusyFirst.seen = es.url, 2, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyFirst)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert run(["es", "setup", "--url", f"http://127.0.0.1:{server.server_port}"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    captured = capsys.readouterr()
+    assert captured.err.count("Elasticsearch busy or unreachable (429)") == 2
+    assert "installed logs-lateral" in captured.out
+    assert _BusyFirst.seen[:2] == [429, 429] and 200 in _BusyFirst.seen[2:]
+    # a cluster that stays busy: a clear error once the attempts are spent
+    _BusyFirst.busy = 100
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyFirst)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(SinkError, match="after 5 attempts"):
+            run(["es", "setup", "--url", f"http://127.0.0.1:{server.server_port}"])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.es
