@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.config import VmIdentity, load_settings
+from appliance.config import Settings, VmIdentity, load_settings
 
 from .inventory import inventory_from_ovsdb, merge_inventory
 from .ovs import MirrorInfo, MirrorSpec, TunnelSpec, create_mirror, list_mirrors, remove_mirror
@@ -24,12 +24,19 @@ from .ovsdb_values import OvsdbError
 __all__ = ["register"]
 
 
-def _client(args: argparse.Namespace) -> OvsdbClient:
-    def path(value: str | None) -> Path | None:
-        return Path(value) if value else None
+def _client(args: argparse.Namespace, settings: Settings | None = None) -> OvsdbClient:
+    """The switch the flags name; what they leave out comes from ``settings`` when given (the
+    config's capture.ovsdb and its TLS files), else the local switch."""
+    capture = settings.capture if settings is not None else None
 
-    return OvsdbClient.connect(args.db, timeout=args.timeout, ca_cert=path(args.ca_cert),
-                               cert=path(args.cert), key=path(args.private_key))
+    def path(value: str | None, configured: Path | None) -> Path | None:
+        return Path(value) if value else configured
+
+    return OvsdbClient.connect(
+        args.db or (capture.ovsdb if capture else None) or DEFAULT_DB, timeout=args.timeout,
+        ca_cert=path(args.ca_cert, capture.ovsdb_ca_cert if capture else None),
+        cert=path(args.cert, capture.ovsdb_cert if capture else None),
+        key=path(args.private_key, capture.ovsdb_private_key if capture else None))
 
 
 def _table(rows: Sequence[Sequence[str]]) -> None:
@@ -104,7 +111,7 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     if args.no_ovsdb:
         vms = list(settings.inventory)
     else:
-        with _client(args) as client:
+        with _client(args, settings) as client:
             vms = merge_inventory(settings.inventory, inventory_from_ovsdb(client))
     if args.json:
         print(json.dumps([_vm_json(vm) for vm in vms], indent=2))
@@ -120,9 +127,9 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
 
 
 def _db_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default=DEFAULT_DB, metavar="ADDRESS",
-                   help=f"OVSDB address: unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT "
-                        f"(default {DEFAULT_DB})")
+    p.add_argument("--db", metavar="ADDRESS",
+                   help=f"OVSDB address: unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT (default: "
+                        f"`lateral inventory` the config's capture.ovsdb, else {DEFAULT_DB})")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long to wait for OVSDB's answers")
     p.add_argument("--ca-cert", metavar="FILE", help="ssl: the CA certificate")

@@ -11,6 +11,7 @@ vswitchd, :func:`vswitchd_acks` does that one thing (and nothing else) while the
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -219,6 +220,14 @@ def test_inventory_from_configured_ssl_switch(ovsdb: PrivateOvsdb, tmp_path: Pat
     for vm in VMS:
         found = vms[vm.name]
         assert (found.uuid, found.iface_id, found.macs) == (vm.vm_uuid, vm.iface_id, (vm.mac,))
+    # `lateral inventory` takes the switch and its TLS files from the same config
+    proc = subprocess.run([sys.executable, "-m", "appliance.cli", "inventory", "--config",
+                           str(config), "--json"], capture_output=True, text=True, check=False,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    listed = {vm["name"]: vm for vm in json.loads(proc.stdout)}
+    assert {name: (vm["uuid"], vm["iface_id"]) for name, vm in listed.items()} == {
+        vm.name: (vm.vm_uuid, vm.iface_id) for vm in VMS}
 
 
 def lateral(ovsdb: PrivateOvsdb, *args: str) -> subprocess.CompletedProcess[str]:
