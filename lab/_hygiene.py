@@ -11,7 +11,9 @@ may reach, and first-seen communications are learned for the first ``LEARNING`` 
 - ``rogue-dhcp`` / ``rogue-ra``: ``ws01`` answers DHCP and advertises itself as a router;
 - ``management``: ``ws01`` probes libvirt (16509) and OVSDB (6640) on the management address;
 - ``vlan-double-tag``: ``ws01`` sends frames tagged 802.1ad 10 / 802.1Q 20;
-- ``mac-flood``: 200 broadcast frames from made-up source MACs;
+- ``mac-flood``: 200 broadcast frames from made-up source MACs (the L2 sniffer sees them);
+- ``unicast-mac-flood``: 200 TCP SYNs from made-up source MACs to made-up unicast MACs and
+  addresses, as macof sends them (the sniffer does not see them; Suricata's flow records do);
 - ``host-sweep``: SYNs to port 22 of twelve addresses in the guests' /24;
 - ``first-seen``: ``dns01`` queries ``db01``'s database (a new VM pair) and tries ``web01``
   port 8080 (a new service);
@@ -85,6 +87,12 @@ def _mac_flood(lab: Lab) -> list[Sent]:
     return [Sent("mac-flood", ws.vm, ws.vm, "UDP", 9, 0, n, ("policy:mac-flood",))]
 
 
+def _unicast_mac_flood(lab: Lab) -> list[Sent]:
+    ws = lab.guest("ws")
+    n = _frames(lab, ws, "unicast-mac-flood", count=200)
+    return [Sent("unicast-mac-flood", ws.vm, ws.vm, "TCP", None, n, n, ("policy:mac-flood",))]
+
+
 def _host_sweep(lab: Lab) -> list[Sent]:
     ws = lab.guest("ws")
     out = _client(lab, ws, "scan", ws.spec, *(_far(lab, n) for n in _SWEEP), "--ports", "22",
@@ -127,6 +135,7 @@ HYGIENE: dict[str, Callable[[Lab], list[Sent]]] = {
     "management": _management,
     "vlan-double-tag": _double_tag,
     "mac-flood": _mac_flood,
+    "unicast-mac-flood": _unicast_mac_flood,
     "host-sweep": _host_sweep,
     "first-seen": _first_seen,
     "ftp-login": _login("ftp", 21),

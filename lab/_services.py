@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import signal
 import socket
 import sys
@@ -346,9 +347,11 @@ def frames(kind: str, src: Host, args: Sequence[str], count: int) -> dict[str, i
     - ``ra PREFIX``: an IPv6 router advertisement from ``src``'s link-local address;
     - ``vlan TAG...``: broadcast UDP frames with these VLAN tags (outermost first; two or more
       tags: 802.1ad outside, 802.1Q inside, as a double-tagging attack sends them);
-    - ``mac-flood``: broadcast frames from ``count`` made-up source MACs, as fast as possible.
+    - ``mac-flood``: broadcast frames from ``count`` made-up source MACs, as fast as possible;
+    - ``unicast-mac-flood``: the same as macof sends it: TCP SYNs from made-up source MACs to
+      made-up unicast MACs and addresses (198.18.0.0/15, the benchmarking range).
     """
-    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
     from scapy.sendrecv import sendp
 
@@ -382,6 +385,15 @@ def frames(kind: str, src: Host, args: Sequence[str], count: int) -> dict[str, i
         out = [Ether(src=f"02:66:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}:01",
                      dst=BROADCAST) / IP(src=src.ip, dst="255.255.255.255")
                / UDP(sport=1024 + n % 60000, dport=9) for n in range(count)]
+    elif kind == "unicast-mac-flood":
+        inter = 0.0
+        rng = random.Random(66)
+        out = [Ether(src=f"02:67:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}:01",
+                     dst=f"02:68:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}:02")
+               / IP(src=f"198.18.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                    dst=f"198.19.{rng.randrange(256)}.{rng.randrange(1, 255)}")
+               / TCP(sport=rng.randrange(1024, 65536), dport=rng.randrange(1, 65536), flags="S",
+                     seq=rng.randrange(1 << 32), window=512) for n in range(count)]
     else:
         raise SystemExit(f"unknown frames kind {kind!r}")
     sendp(out, iface="eth0", verbose=False, inter=inter)
@@ -423,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--password", default="Summer2024!")
     p.add_argument("--quit", action="store_true", help="greet and leave: no login")
     p = sub.add_parser("frames")
-    p.add_argument("kind", choices=("spoof", "dhcp", "ra", "vlan", "mac-flood"))
+    p.add_argument("kind", choices=("spoof", "dhcp", "ra", "vlan", "mac-flood",
+                                    "unicast-mac-flood"))
     p.add_argument("src", help="name,mac,ip")
     p.add_argument("args", nargs="*")
     p.add_argument("--count", type=int, default=3)
