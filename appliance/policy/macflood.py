@@ -21,6 +21,12 @@ used. Records come in logging order, not start order, hence a count per second r
 single running window. Counts are kept per capture interface and VLAN tags, as L2Checks keys
 its finding.
 
+Only flows whose source is no known VM count (the pipeline resolved no identity for it, by
+address or MAC): a VM of the inventory is no made-up MAC, and an appliance started on a switch
+with more than ``per_second`` busy VMs would otherwise see a flood in its first second. macof
+draws its addresses at random too, so its flows stay unknown. Without an inventory every source
+counts, and such a start can raise the finding once.
+
 Memory is bounded whatever the flood: the MACs already seen are an LRU of at most
 :data:`SEEN_MAX` (a MAC evicted during a flood is simply new again later), each (interface,
 VLAN) keeps counts for at most :data:`SECONDS_MAX` seconds (the oldest dropped), and at most
@@ -67,6 +73,8 @@ class MacFloodCheck:
 
     def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
               dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        if src_vm is not None:  # a known VM's MAC is no made-up one
+            return []
         ether = rec.get("ether")
         if type(ether) is not dict:
             return []

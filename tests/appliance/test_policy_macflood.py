@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from appliance.config import VmIdentity
+from appliance.enrich import Inventory
 from appliance.pipeline import Pipeline
 from appliance.policy.macflood import KEYS_MAX, SECONDS_MAX, SEEN_MAX, MacFloodCheck
 from appliance.policy.model import parse_policy
@@ -189,3 +191,27 @@ def test_flow_start_read_from_the_header_a_flow_tap_decodes() -> None:
                                                    "first_seen": {"enabled": False}}}))
     p = Pipeline(sensor="s", checks=checks, flow_tap=lambda *_: None)
     assert [x for x in p.process(records) + p.flush() if b'"event_type":"policy"' in x] == []
+
+
+def test_known_vms_starting_together_are_no_flood() -> None:
+    """An appliance started on a switch with 120 busy VMs sees 120 new MACs in its first
+    second; the inventory knows them, so only a flood from unknown sources counts."""
+    vms = [VmIdentity(name=f"vm{n:03d}", ips=(f"10.1.{n // 200}.{n % 200 + 1}",),
+                      macs=(f"52:54:00:00:{n >> 8:02x}:{n & 255:02x}",)) for n in range(120)]
+    start = [_flow(vm.macs[0], "52:54:00:ff:00:01", 5 + n * 0.005, src_ip=vm.ips[0])
+             for n, vm in enumerate(vms)]
+    quiet = {"checks": {"scan": {"enabled": False}, "first_seen": {"enabled": False}}}
+    p = Pipeline(sensor="s", inventory=Inventory(vms), checks=build_checks(parse_policy(quiet)))
+    out = p.process([orjson.dumps(r) for r in start]) + p.flush()
+    assert [x for x in out if b'"event_type":"policy"' in x] == []
+    # the same start with no inventory: every source counts (the documented limit)
+    assert [f["policy"]["rule_id"] for f in _pipeline_findings(quiet, start)][:1] == ["mac-flood"]
+    # and a macof flood beside the known VMs is still one
+    rng = random.Random(8)
+    flood = [_flow(_random_unicast(rng), _random_unicast(rng), 6 + n * 0.002,
+                   src_ip=f"198.18.{n >> 8}.{n & 255}") for n in range(120)]
+    p = Pipeline(sensor="s", inventory=Inventory(vms), checks=build_checks(parse_policy(quiet)))
+    out = p.process([orjson.dumps(r) for r in start + flood]) + p.flush()
+    found = [orjson.loads(x) for x in out if b'"event_type":"policy"' in x]
+    assert {f["policy"]["rule_id"] for f in found} == {"mac-flood"}
+    assert found[-1]["policy"]["count"] == 70
