@@ -28,8 +28,10 @@ class Fields:
         return values if len(self.names) > 1 else (values,)
 
 
+# in_iface too: it is part of the finding's id, and a finding re-emitted with its final count
+# (at flush, or when its window closes) is built from this alone, without the record
 _COPIED = Fields("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto",
-                 "community_id", "vlan")
+                 "community_id", "vlan", "in_iface")
 
 
 def policy_finding(rec: Mapping[str, Any], check: str, rule_id: str, name: str, reason: str,

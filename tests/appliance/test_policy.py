@@ -94,8 +94,11 @@ def test_default_action_alert() -> None:
     assert "no rule matched; default is alert" in finding["policy"]["reason"]
 
 
-def test_chatty_violation_is_one_finding_with_a_count() -> None:
+@pytest.mark.parametrize("iface", [None, "mirror0"])
+def test_chatty_violation_is_one_finding_with_a_count(iface: str | None) -> None:
     flows = [_flow("10.0.0.66", "10.0.0.20", 3306, ts=f"00:{s:02d}") for s in range(0, 50, 5)]
+    if iface:  # live records name the capture interface; the id of the re-emission must too
+        flows = [orjson.dumps({**orjson.loads(f), "in_iface": iface}) for f in flows]
     flows.append(_flow("10.0.0.66", "10.0.0.20", 5432, ts="00:51"))  # another port: its own
     findings = _run(*flows)
     ids = {f["lateral"]["id"] for f in findings if f["dest_port"] == 3306}
