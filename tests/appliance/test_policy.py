@@ -166,6 +166,32 @@ def test_compile_keeps_overlapping_and_vlan_rules_with_lateral() -> None:
     assert not [x for x in out if b'"event_type":"policy"' in x]  # Suricata reports it
 
 
+@pytest.mark.parametrize(("allowed", "alerted", "shadowed"), [
+    (["10.0.0.0/24"], ["10.0.0.5/32"], True),      # an address inside the allowed network
+    (["10.0.0.5/32"], ["10.0.0.0/24"], True),      # and the other way round
+    (["10.0.1.0/24"], ["10.0.0.5/32"], False),
+    (["10.0.0.5/32", "10.0.0.6/32"], ["10.0.0.6/32"], True),  # a shared address
+    (["10.0.0.5/32"], ["10.0.0.6/32"], False),
+    (["10.0.0.0/16"], ["10.0.128.0/17"], True),    # two networks
+    (["fd00::/64"], ["10.0.0.0/8"], False),        # IPv6 never meets IPv4
+    (["fd00::1/128"], ["fd00::/64"], True),
+])
+def test_compile_sees_an_earlier_allow_between_overlapping_addresses(
+        allowed: list[str], alerted: list[str], shadowed: bool) -> None:
+    """An alert rule is compiled only when no earlier allow rule can match the same flows:
+    addresses meet as single hosts or inside networks, either way round."""
+    from appliance.policy.compile import compile_policy
+
+    policy = parse_policy({
+        "groups": {"a": {"cidrs": allowed}, "b": {"cidrs": alerted}, "dst": {"cidrs": ["::/0",
+                                                                                     "0.0.0.0/0"]}},
+        "rules": [{"id": "allow", "from": "a", "to": "dst", "action": "allow"},
+                  {"id": "alert", "from": "b", "to": "dst", "action": "alert"}]})
+    result = compile_policy(policy, Inventory())
+    assert ("alert" in result.skipped) is shadowed
+    assert ("alert" in result.compiled) is not shadowed
+
+
 def test_policy_vms_complete_the_switch_inventory_and_keep_its_identity() -> None:
     """A policy entry for a VM the switch labelled (same name or MAC) keeps the switch's
     iface-id and UUID: mirror health and the flows meet on that key."""
