@@ -24,6 +24,12 @@ from .ovsdb_values import OvsdbError
 __all__ = ["register"]
 
 
+def db_address(args: argparse.Namespace, settings: Settings | None = None) -> str:
+    """--db, else the config's capture.ovsdb (``settings``), else the local switch."""
+    configured = settings.capture.ovsdb if settings is not None else None
+    return str(args.db or configured or DEFAULT_DB)
+
+
 def _client(args: argparse.Namespace, settings: Settings | None = None) -> OvsdbClient:
     """The switch the flags name; what they leave out comes from ``settings`` when given (the
     config's capture.ovsdb and its TLS files), else the local switch."""
@@ -33,7 +39,7 @@ def _client(args: argparse.Namespace, settings: Settings | None = None) -> Ovsdb
         return Path(value) if value else configured
 
     return OvsdbClient.connect(
-        args.db or (capture.ovsdb if capture else None) or DEFAULT_DB, timeout=args.timeout,
+        db_address(args, settings), timeout=args.timeout,
         ca_cert=path(args.ca_cert, capture.ovsdb_ca_cert if capture else None),
         cert=path(args.cert, capture.ovsdb_cert if capture else None),
         key=path(args.private_key, capture.ovsdb_private_key if capture else None))

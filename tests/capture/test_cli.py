@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
-from capture.cli import register
+from appliance.config import load_settings
+from capture.cli import db_address, register
 from capture.ovs import TunnelSpec
 from capture.ovsdb_values import OvsdbError
 
@@ -22,7 +24,18 @@ def test_create_arguments() -> None:
                   "--output", "cap0")
     assert (args.bridge, args.name, args.iface_id, args.output) == ("br-int", "lateral",
                                                                     ["a", "b"], "cap0")
-    assert args.db == "unix:/var/run/openvswitch/db.sock" and not args.purge_flows
+    assert db_address(args) == "unix:/var/run/openvswitch/db.sock" and not args.purge_flows
+
+
+def test_db_address_from_flag_then_config_then_local_switch(tmp_path: Path) -> None:
+    config = tmp_path / "lateral.yaml"
+    config.write_text("capture:\n  ovsdb: ssl:192.0.2.7:6640\n")
+    settings = load_settings(config)
+    args = _parse("inventory")
+    assert db_address(args, settings) == "ssl:192.0.2.7:6640"
+    assert db_address(args) == "unix:/var/run/openvswitch/db.sock"
+    args = _parse("inventory", "--db", "tcp:127.0.0.1:6640")
+    assert db_address(args, settings) == "tcp:127.0.0.1:6640"
 
 
 @pytest.mark.parametrize("argv", [
