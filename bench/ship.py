@@ -28,9 +28,10 @@ comparison.
 On an appliance, Elasticsearch is another machine; here it shares the two cores with the packet
 path. ``--separate-cores`` puts the packet path on CPU 0 and Elasticsearch plus the shipping
 process on CPU 1, and first measures how much any busy CPU 1 (a bare Python loop) slows CPU 0
-on this machine: 1.2–1.5x the CPU time per record here, the mark of two vCPUs that share a
-physical core or its caches. That slowdown comes from running Elasticsearch on the same host,
-not from shipping, and is why separate runs with and without shipping cannot measure the latter.
+on this machine: from 1.0x to 1.5x the CPU time per record, depending on the host's load
+(above 1.0, the two vCPUs share a physical core or its caches). Such a slowdown comes from
+running Elasticsearch on the same host, not from shipping, and is why separate runs with and
+without shipping cannot measure the latter here.
 
 Starts its own server with scripts/elasticsearch (stopped at the end) unless --url is given.
 
