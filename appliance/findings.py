@@ -33,7 +33,7 @@ def record_id(sensor: bytes, raw: bytes) -> str:
     return h.hexdigest()
 
 
-def finding_id(sensor: bytes, rec: Mapping[str, Any], keyed: Any = None) -> str:
+def finding_id(sensor: bytes, rec: Mapping[str, Any], keyed: blake2b | None = None) -> str:
     """The id of a finding, stable across runs over the same traffic. ``keyed``: a blake2b
     already keyed with ``sensor`` (16-byte digest) to copy, instead of keying a new one."""
     get = rec.get
@@ -50,6 +50,6 @@ def finding_id(sensor: bytes, rec: Mapping[str, Any], keyed: Any = None) -> str:
     text = "\x1f".join(parts).encode()
     if keyed is None:
         return blake2b(text, digest_size=16, key=sensor[:64]).hexdigest()
-    h: blake2b = keyed.copy()
+    h = keyed.copy()
     h.update(text)
     return h.hexdigest()

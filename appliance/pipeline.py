@@ -432,12 +432,8 @@ class Pipeline:
         src: Mapping[str, Any] | None,
         dest: Mapping[str, Any] | None,
     ) -> bytes:
-        doc: dict[str, Any] = {"timestamp": None, "event_type": "policy"}
-        for name, value in zip(_FINDING_FROM_RECORD.names, _FINDING_FROM_RECORD(rec),
-                               strict=True):
-            if value is not None:
-                doc[name] = value
-        doc.update(finding)
+        doc: dict[str, Any] = {"timestamp": None, "event_type": "policy",
+                               **_FINDING_FROM_RECORD.present(rec), **finding}
         doc["event_type"] = "policy"
         own = doc.pop("lateral", None)
         if isinstance(own, Mapping):  # a check that knows the ends better (e.g. at flush)

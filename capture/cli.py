@@ -35,14 +35,13 @@ def _client(args: argparse.Namespace, settings: Settings | None = None) -> Ovsdb
     config's capture.ovsdb and its TLS files), else the local switch."""
     capture = settings.capture if settings is not None else None
 
-    def path(value: str | None, configured: Path | None) -> Path | None:
-        return Path(value) if value else configured
+    def tls(flag: str | None, setting: str) -> Path | None:
+        return Path(flag) if flag else getattr(capture, setting, None)
 
     return OvsdbClient.connect(
         db_address(args, settings), timeout=args.timeout,
-        ca_cert=path(args.ca_cert, capture.ovsdb_ca_cert if capture else None),
-        cert=path(args.cert, capture.ovsdb_cert if capture else None),
-        key=path(args.private_key, capture.ovsdb_private_key if capture else None))
+        ca_cert=tls(args.ca_cert, "ovsdb_ca_cert"), cert=tls(args.cert, "ovsdb_cert"),
+        key=tls(args.private_key, "ovsdb_private_key"))
 
 
 def _table(rows: Sequence[Sequence[str]]) -> None:

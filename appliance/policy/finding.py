@@ -27,6 +27,11 @@ class Fields:
             return tuple(map(rec.get, self.names))
         return values if len(self.names) > 1 else (values,)
 
+    def present(self, rec: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields that are there (not absent, not null), in the list's order."""
+        return {name: value for name, value in zip(self.names, self(rec), strict=True)
+                if value is not None}
+
 
 # in_iface too: it is part of the finding's id, and a finding re-emitted with its final count
 # (at flush, or when its window closes) is built from this alone, without the record
@@ -42,10 +47,8 @@ def policy_finding(rec: Mapping[str, Any], check: str, rule_id: str, name: str, 
         "timestamp": rec.get("timestamp"),
         "policy": {"check": check, "rule_id": rule_id, "rule_name": name, "action": "alert",
                    "reason": reason, "key": key},
+        **_COPIED.present(rec),
     }
-    for field, value in zip(_COPIED.names, _COPIED(rec), strict=True):
-        if value is not None:
-            finding[field] = value
     lateral: dict[str, Any] = {}  # the identities as they are: their owners never change them
     if src_vm:
         lateral["src_vm"] = src_vm

@@ -139,8 +139,6 @@ class MacFloodCheck:
             finding = policy_finding(rec, "l2", "mac-flood", "MAC flooding", reason, "mac-flood",
                                      src_vm, dest_vm)
             finding["ether"] = {"src_mac": mac, "dest_mac": dest_mac}
-            if key[0] is not None:  # part of the finding's id: the re-emission at flush, made
-                finding["in_iface"] = key[0]  # without a record, must carry it too
             return finding
 
         out: list[dict[str, Any]] = []
