@@ -35,20 +35,19 @@ class Fields:
 
 # in_iface too: it is part of the finding's id, and a finding re-emitted with its final count
 # (at flush, or when its window closes) is built from this alone, without the record
-_COPIED = Fields("flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto",
-                 "community_id", "vlan", "in_iface")
+_COPIED = Fields("timestamp", "flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto",
+                 "app_proto", "community_id", "vlan", "in_iface")
 
 
 def policy_finding(rec: Mapping[str, Any], check: str, rule_id: str, name: str, reason: str,
                    key: str, src_vm: Mapping[str, Any] | None,
                    dest_vm: Mapping[str, Any] | None) -> dict[str, Any]:
-    """An EVE ``policy`` record's body: the flow's identity, the verdict, both VMs."""
-    finding: dict[str, Any] = {
-        "timestamp": rec.get("timestamp"),
-        "policy": {"check": check, "rule_id": rule_id, "rule_name": name, "action": "alert",
-                   "reason": reason, "key": key},
-        **_COPIED.present(rec),
-    }
+    """An EVE ``policy`` record's body: the flow's identity, the verdict, both VMs. It carries
+    every field the pipeline would otherwise take from the record (complete: see
+    ``Pipeline._finding_line``)."""
+    finding: dict[str, Any] = {"timestamp": None, **_COPIED.present(rec)}
+    finding["policy"] = {"check": check, "rule_id": rule_id, "rule_name": name,
+                         "action": "alert", "reason": reason, "key": key}
     lateral: dict[str, Any] = {}  # the identities as they are: their owners never change them
     if src_vm:
         lateral["src_vm"] = src_vm

@@ -26,6 +26,7 @@ _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The fields placing a flow's ends when CIDR or VLAN groups exist, and those deciding it.
 _PLACE = Fields("vlan", "src_ip", "dest_ip")
 _DECIDE = Fields("proto", "dest_port", "app_proto")
+_REPORT = Fields("timestamp", "src_ip", "dest_ip")
 
 
 # A rule as a flow is tested against it: (proto or None for any, ports or None for any,
@@ -40,6 +41,9 @@ class _Default:
 _DEFAULT = _Default()
 # What decides a flow: None (nothing to report), the alerting rule, or the default action.
 _Verdict = PolicyRule | _Default | None
+# What decide hands to report: the verdict, the protocol (the policy's spelling), the port,
+# app_proto and the two group set numbers.
+_Decided = tuple[PolicyRule | _Default, str, Any, Any, int, int]
 _NOTHING: list[dict[str, Any]] = []  # returned, never changed: no list made per quiet flow
 
 
@@ -228,6 +232,15 @@ class Segmentation:
 
     def check(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
               dest_vm: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        """The findings this flow raises, at once: :meth:`decide`, then :meth:`report`."""
+        decided = self.decide(rec, src_vm, dest_vm)
+        return _NOTHING if decided is None else self.report(rec, src_vm, dest_vm, decided)
+
+    def decide(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
+               dest_vm: Mapping[str, Any] | None) -> _Decided | None:
+        """None for a flow with nothing to report (nearly all), else what its finding is made
+        of. No finding is built here: the pipeline decides every flow of a batch as it goes
+        and reports the few violations together at the batch's end, while that code is hot."""
         # Called for every flow record. A flow between groups no rule connects (most of them)
         # costs two cached lookups of its ends' group sets and one of the table; otherwise
         # two more lookups find the verdict for its protocol and port.
@@ -247,12 +260,14 @@ class Segmentation:
             vlan = vlans[0] if type(vlans) is list and vlans else None
             si = self._index(src_ip, src_vm, vlan)
             di = self._index(dest_ip, dest_vm, vlan)
-        row = self._table[si]
-        cell = row[di] if di < len(row) else None
+        try:
+            cell = self._table[si][di]
+        except IndexError:  # a row shorter than the newest group set number
+            cell = None
         if cell is None:
             cell = self._fill(si, di)
         if cell is _QUIET:
-            return _NOTHING  # no rule between these groups, default allow: the flow not read
+            return None  # no rule between these groups, default allow: the flow not read
         raw_proto, port, app_proto = _DECIDE(rec)
         entry = cell.by_proto.get(raw_proto)
         if entry is None:
@@ -263,18 +278,19 @@ class Segmentation:
         else:
             verdict = by_port.get(port, other)
         if verdict is None:
-            return _NOTHING
-        return self._violation(rec, verdict if isinstance(verdict, PolicyRule) else None, proto,
-                               port, app_proto, src_vm, dest_vm, si, di)
+            return None
+        return verdict, proto, port, app_proto, si, di
 
-    def _violation(self, rec: Mapping[str, Any], rule: PolicyRule | None, proto: str, port: Any,
-                   app_proto: Any, src_vm: Mapping[str, Any] | None,
-                   dest_vm: Mapping[str, Any] | None, si: int, di: int,
-                   ) -> list[dict[str, Any]]:
-        ts = rec.get("timestamp")
+    def report(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
+               dest_vm: Mapping[str, Any] | None, decided: _Decided) -> list[dict[str, Any]]:
+        """The finding of a flow :meth:`decide` found violating, once per dedup window; the
+        finding carries the flow's own fields (``policy_finding``)."""
+        verdict, proto, port, app_proto, si, di = decided
+        rule = verdict if isinstance(verdict, PolicyRule) else None
+        ts, src_ip, dest_ip = _REPORT(rec)
         now = record_time(ts) or 0.0
-        src_name = (src_vm.get("name") if src_vm else None) or rec.get("src_ip")
-        dest_name = (dest_vm.get("name") if dest_vm else None) or rec.get("dest_ip")
+        src_name = (src_vm.get("name") if src_vm else None) or src_ip
+        dest_name = (dest_vm.get("name") if dest_vm else None) or dest_ip
         key = (src_name, dest_name, proto, port, rule.id if rule else None)
         src_groups, dest_groups = self._texts[si], self._texts[di]
 
