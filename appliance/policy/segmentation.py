@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
 from ..enrich import Identity
@@ -25,7 +26,7 @@ __all__ = ["Segmentation"]
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The fields placing a flow's ends when CIDR or VLAN groups exist, and those deciding it.
 _PLACE = Fields("vlan", "src_ip", "dest_ip")
-_DECIDE = Fields("proto", "dest_port", "app_proto")
+_proto_port = attrgetter("proto", "dest_port")  # what decides a flow, besides its groups
 _REPORT = Fields("timestamp", "src_ip", "dest_ip")
 
 
@@ -125,7 +126,8 @@ class Segmentation:
         for n, rule in enumerate(policy.rules):
             self._by_pair.setdefault((rule.src, rule.dest), []).append(n)
         self._default_silent = policy.default_action != "alert"
-        self._vm_only = not (self._cidr_groups or self._vlan_groups)
+        if not (self._cidr_groups or self._vlan_groups):  # labels and names alone place ends
+            self.decide = self._decide_by_vm  # type: ignore[method-assign]
         self.dedup = Deduper(policy.dedup_window)
         self._forget()
 
@@ -240,26 +242,24 @@ class Segmentation:
                dest_vm: Mapping[str, Any] | None) -> _Decided | None:
         """None for a flow with nothing to report (nearly all), else what its finding is made
         of. No finding is built here: the pipeline decides every flow of a batch as it goes
-        and reports the few violations together at the batch's end, while that code is hot."""
-        # Called for every flow record. A flow between groups no rule connects (most of them)
-        # costs two cached lookups of its ends' group sets and one of the table; otherwise
-        # two more lookups find the verdict for its protocol and port.
-        if self._vm_only:  # groups by labels and names only: the VM identity decides
-            by_vm = self._by_vm
-            try:
-                si = by_vm.get(src_vm)
-                di = by_vm.get(dest_vm)
-            except TypeError:  # a plain mapping, not the inventory's identity
-                si = di = None
-            if si is None:
-                si = self._vm_index(src_vm)
-            if di is None:
-                di = self._vm_index(dest_vm)
-        else:
-            vlans, src_ip, dest_ip = _PLACE(rec)
-            vlan = vlans[0] if type(vlans) is list and vlans else None
-            si = self._index(src_ip, src_vm, vlan)
-            di = self._index(dest_ip, dest_vm, vlan)
+        and reports the few violations together at the batch's end, while that code is hot.
+        (Replaced per instance by the variant its groups need: see __init__.)"""
+        return self._decide_placed(rec, src_vm, dest_vm)
+
+    # Called for every flow record. A flow between groups no rule connects (most of them)
+    # costs two cached lookups of its ends' group sets and one of the table; otherwise
+    # two more lookups find the verdict for its protocol and port (_judge).
+
+    def _decide_by_vm(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
+                      dest_vm: Mapping[str, Any] | None) -> _Decided | None:
+        """Groups by labels and names only: the VM identities decide."""
+        by_vm = self._by_vm
+        try:
+            si = by_vm[src_vm]
+            di = by_vm[dest_vm]
+        except (KeyError, TypeError):  # not seen yet, or a plain mapping (not hashable)
+            si = self._vm_index(src_vm)
+            di = self._vm_index(dest_vm)
         try:
             cell = self._table[si][di]
         except IndexError:  # a row shorter than the newest group set number
@@ -268,18 +268,41 @@ class Segmentation:
             cell = self._fill(si, di)
         if cell is _QUIET:
             return None  # no rule between these groups, default allow: the flow not read
-        raw_proto, port, app_proto = _DECIDE(rec)
+        return self._judge(cell, rec, si, di)
+
+    def _decide_placed(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
+                       dest_vm: Mapping[str, Any] | None) -> _Decided | None:
+        """CIDR or VLAN groups too: each end placed by its address, VM and VLAN."""
+        vlans, src_ip, dest_ip = _PLACE(rec)
+        vlan = vlans[0] if type(vlans) is list and vlans else None
+        si = self._index(src_ip, src_vm, vlan)
+        di = self._index(dest_ip, dest_vm, vlan)
+        row = self._table[si]
+        cell = row[di] if di < len(row) else None
+        if cell is None:
+            cell = self._fill(si, di)
+        if cell is _QUIET:
+            return None
+        return self._judge(cell, rec, si, di)
+
+    def _judge(self, cell: _Cell, rec: Mapping[str, Any], si: int, di: int) -> _Decided | None:
+        """The verdict of the rules between two group sets for this flow's protocol and port
+        (and app-layer protocol, where a rule names one)."""
+        try:
+            raw_proto, port = _proto_port(rec)  # the pipeline's decoded header: one C call
+        except AttributeError:  # a whole record (a dict)
+            raw_proto, port = rec.get("proto"), rec.get("dest_port")
         entry = cell.by_proto.get(raw_proto)
         if entry is None:
             entry = cell.verdicts(raw_proto)
         by_port, other, proto = entry
         if cell.by_app:
-            verdict = cell.walk(proto, port, app_proto)
+            verdict = cell.walk(proto, port, rec.get("app_proto"))
         else:
             verdict = by_port.get(port, other)
         if verdict is None:
             return None
-        return verdict, proto, port, app_proto, si, di
+        return verdict, proto, port, rec.get("app_proto"), si, di
 
     def report(self, rec: Mapping[str, Any], src_vm: Mapping[str, Any] | None,
                dest_vm: Mapping[str, Any] | None, decided: _Decided) -> list[dict[str, Any]]:
