@@ -441,7 +441,7 @@ class Pipeline:
 
     def emit(self, findings: Iterable[Mapping[str, Any]]) -> list[bytes]:
         """Output lines for findings made outside the EVE stream (the L2 sniffer's checks)."""
-        out = [self._finding_line(f, {}, None, None) for f in findings]
+        out = [self._finding_line(f, None, None, None) for f in findings]
         self.counters.records_out += len(out)
         return out
 
@@ -455,7 +455,7 @@ class Pipeline:
                 self.counters.check_errors += 1
                 log.exception("policy check %s failed to flush", getattr(check, "name", check))
                 continue
-            out.extend(self._finding_line(f, {}, None, None) for f in findings)
+            out.extend(self._finding_line(f, None, None, None) for f in findings)
         self.counters.records_out += len(out)
         return out
 
@@ -467,7 +467,7 @@ class Pipeline:
         dest: Mapping[str, Any] | None,
     ) -> bytes:
         """A finding's output line; the fields it lacks come from ``rec``, the record that
-        raised it (None: the finding carries them already)."""
+        raised it (None: nothing to take: the finding carries them, or no record raised it)."""
         if rec is None:
             doc: dict[str, Any] = {"timestamp": None, "event_type": "policy", **finding}
         else:
