@@ -89,7 +89,7 @@ class _Cell:
         return self.default
 
 
-_QUIET = _Cell((), None)  # the cell of two group sets no rule connects, default allow
+_QUIET = _Cell((), None)  # two group sets with nothing to report between them (see _fill)
 _MAX_CACHED = 200_000  # membership entries kept (addresses seen) before starting afresh
 _MAX_SETS = 4096  # distinct group sets (the table is at most this squared, filled as seen)
 _PROTOS = {"TCP": "tcp", "UDP": "udp", "ICMP": "icmp"}  # Suricata's spelling → the policy's
@@ -218,11 +218,12 @@ class Segmentation:
             for r in (rules[n] for n in sorted(positions)))
 
     def _fill(self, si: int, di: int) -> _Cell:
-        """The table's cell for two group set numbers, made once: _QUIET when no rule can
-        decide between them and the default is allow."""
+        """The table's cell for two group set numbers, made once: _QUIET when nothing between
+        them is reported here: the default is allow and every rule that can decide allows
+        (or is compiled to a Suricata rule, which reports it)."""
         candidates = self.rules_between(self._sets[si], self._sets[di])
         cell = _QUIET
-        if candidates or not self._default_silent:
+        if not self._default_silent or not all(c[3] for c in candidates):
             cell = _Cell(candidates, None if self._default_silent else _DEFAULT)
         row = self._table[si]
         if len(row) <= di:
