@@ -310,6 +310,13 @@ class Pipeline:
                     # the header is a read-only mapping (get, [], in): all a light check uses
                     try:
                         if decide is not None:  # two steps: decided now, reported at the end
+                            pre = check.prefilter  # type: ignore[attr-defined]
+                            if pre is not None:
+                                try:
+                                    if not pre[0][src][pre[1][dest]]:
+                                        continue  # ends known to raise nothing together
+                                except (LookupError, TypeError):  # not known yet: decide
+                                    pass
                             decided = decide(rec, src, dest)
                             if decided is not None:
                                 pending.append((check, rec, src, dest, decided))  # type: ignore[arg-type]
@@ -501,9 +508,14 @@ class Pipeline:
 
 def _decider(check: PolicyCheck) -> Callable[..., Any] | None:
     """The check's ``decide`` when it works in two steps (``decide`` every record at once,
-    ``report`` the few it flags at the batch's end), else None."""
-    decide = getattr(check, "decide", None)
-    return decide if callable(decide) and callable(getattr(check, "report", None)) else None
+    ``report`` the few it flags at the batch's end), else None. Such a check also has a
+    ``prefilter``: None, or two mappings that answer "nothing to report" for a pair of ends
+    without a call (``rows[src][cols[dest]]`` falsy; missing: call decide)."""
+    decide: Callable[..., Any] | None = getattr(check, "decide", None)
+    if callable(decide) and callable(getattr(check, "report", None)) \
+            and hasattr(check, "prefilter"):
+        return decide
+    return None
 
 
 def _fragment(frags: dict[Identity | None, bytes], vm: Mapping[str, Any] | None,

@@ -126,7 +126,13 @@ class Segmentation:
         for n, rule in enumerate(policy.rules):
             self._by_pair.setdefault((rule.src, rule.dest), []).append(n)
         self._default_silent = policy.default_action != "alert"
-        if not (self._cidr_groups or self._vlan_groups):  # labels and names alone place ends
+        # Two mappings from a flow's ends to a flag: 0 when the flow has nothing to report
+        # (``rows[src_vm][cols[dest_vm]]``; an end or pair not in them yet must be decided),
+        # or None. The pipeline looks there first: most flows are quiet, and a quiet flow
+        # then costs three lookups and no call.
+        self.prefilter: tuple[dict[Any, bytearray], dict[Any, int]] | None = None
+        self._vm_only = not (self._cidr_groups or self._vlan_groups)
+        if self._vm_only:  # labels and names alone place ends
             self.decide = self._decide_by_vm  # type: ignore[method-assign]
         self.dedup = Deduper(policy.dedup_window)
         self._forget()
@@ -139,10 +145,17 @@ class Segmentation:
         self._texts: list[str] = []  # each set as a finding's reason names it
         self._set_index: dict[frozenset[str], int] = {}
         self._table: list[list[_Cell | None]] = []
+        # The same table as flags: 0 where nothing is reported between two sets (_QUIET),
+        # 1 where a flow must be decided, a row shorter than the sets not filled yet.
+        self._needs: list[bytearray] = []
         self._membership: dict[tuple[Any, Any, Any], int] = {}
         # The inventory's identity mapping (hashed by identity, see enrich.Identity) -> its
-        # group set number, when labels and names alone place ends.
+        # group set number, and -> its set's row of flags, when labels and names alone place
+        # ends; the pipeline tests a flow's pair of ends there before calling decide.
         self._by_vm: dict[Any, int] = {}
+        self._rows_by_vm: dict[Any, bytearray] = {}
+        if self._vm_only:
+            self.prefilter = (self._rows_by_vm, self._by_vm)
 
     # ------------------------------------------------------------ placing ends in groups
 
@@ -159,6 +172,7 @@ class Segmentation:
                 self._sets.append(groups)
                 self._texts.append(", ".join(sorted(groups - {"any"})) or "no group")
                 self._table.append([])
+                self._needs.append(bytearray())
             if len(self._membership) > _MAX_CACHED:
                 self._membership.clear()
             self._membership[key] = found
@@ -172,7 +186,9 @@ class Segmentation:
         if vm is None or isinstance(vm, Identity):
             if len(self._by_vm) > _MAX_CACHED:
                 self._by_vm.clear()
+                self._rows_by_vm.clear()
             self._by_vm[vm] = found
+            self._rows_by_vm[vm] = self._needs[found]
         return found
 
     def _place(self, ip: Any, vm: Mapping[str, Any] | None, vlan: Any) -> frozenset[str]:
@@ -229,6 +245,10 @@ class Segmentation:
         if len(row) <= di:
             row.extend([None] * (di + 1 - len(row)))
         row[di] = cell
+        needs = self._needs[si]
+        if len(needs) <= di:
+            needs.extend(b"\x01" * (di + 1 - len(needs)))
+        needs[di] = cell is not _QUIET
         return cell
 
     # ------------------------------------------------------------ the hook
