@@ -216,7 +216,9 @@ class Pipeline:
             for et in check.event_types:
                 table.setdefault(et, []).append(check)
         self._checks_for = {k: tuple(v) for k, v in checks_for.items()}
-        self._light_for = {k: tuple((c, _decider(c)) for c in v) for k, v in light_for.items()}
+        # (check, its decide or None, its prefilter: rows, cols; or None, None)
+        self._light_for = {k: tuple((c, _decider(c), *_prefilter(c)) for c in v)
+                           for k, v in light_for.items()}
         # Flows decided violating in this batch, reported at its end (see _report).
         self._pending: list[tuple[Any, Mapping[str, Any], Any, Any, Any]] = []
         self._wants_full = _FULL_TYPES | frozenset(observers_for) | frozenset(checks_for)
@@ -306,14 +308,13 @@ class Pipeline:
                     tap(src, dest, flow.pkts_toserver, flow.pkts_toclient, flow.start, flow.end)
             light = light_for.get(et)
             if light:  # the checks called here, not through _run_checks: most find nothing
-                for check, decide in light:
+                for check, decide, rows, cols in light:
                     # the header is a read-only mapping (get, [], in): all a light check uses
                     try:
                         if decide is not None:  # two steps: decided now, reported at the end
-                            pre = check.prefilter  # type: ignore[attr-defined]
-                            if pre is not None:
+                            if rows is not None:
                                 try:
-                                    if not pre[0][src][pre[1][dest]]:
+                                    if not rows[src][cols[dest]]:
                                         continue  # ends known to raise nothing together
                                 except (LookupError, TypeError):  # not known yet: decide
                                     pass
@@ -365,7 +366,7 @@ class Pipeline:
             if isinstance(flow, dict):
                 self.flow_tap(src, dest, flow.get("pkts_toserver"), flow.get("pkts_toclient"),
                               flow.get("start"), flow.get("end"))
-        checks = self._checks_for.get(et, ()) + tuple(c for c, _ in self._light_for.get(et, ()))
+        checks = self._checks_for.get(et, ()) + tuple(c[0] for c in self._light_for.get(et, ()))
         if checks:
             out.extend(self._run_checks(checks, rec, src, dest))
         return line
@@ -510,12 +511,20 @@ def _decider(check: PolicyCheck) -> Callable[..., Any] | None:
     """The check's ``decide`` when it works in two steps (``decide`` every record at once,
     ``report`` the few it flags at the batch's end), else None. Such a check also has a
     ``prefilter``: None, or two mappings that answer "nothing to report" for a pair of ends
-    without a call (``rows[src][cols[dest]]`` falsy; missing: call decide)."""
+    without a call (``rows[src][cols[dest]]`` falsy; missing: call decide), which stay the
+    same objects for the check's life."""
     decide: Callable[..., Any] | None = getattr(check, "decide", None)
     if callable(decide) and callable(getattr(check, "report", None)) \
             and hasattr(check, "prefilter"):
         return decide
     return None
+
+
+def _prefilter(check: PolicyCheck) -> tuple[Any, Any]:
+    """A two-step check's prefilter mappings (rows, cols), or (None, None). They are the
+    check's own, filled and emptied in place, so the pipeline holds them from the start."""
+    found = getattr(check, "prefilter", None) if _decider(check) is not None else None
+    return (None, None) if found is None else (found[0], found[1])
 
 
 def _fragment(frags: dict[Identity | None, bytes], vm: Mapping[str, Any] | None,

@@ -126,14 +126,20 @@ class Segmentation:
         for n, rule in enumerate(policy.rules):
             self._by_pair.setdefault((rule.src, rule.dest), []).append(n)
         self._default_silent = policy.default_action != "alert"
-        # Two mappings from a flow's ends to a flag: 0 when the flow has nothing to report
-        # (``rows[src_vm][cols[dest_vm]]``; an end or pair not in them yet must be decided),
-        # or None. The pipeline looks there first: most flows are quiet, and a quiet flow
-        # then costs three lookups and no call.
+        # The inventory's identity mapping (hashed by identity, see enrich.Identity) -> its
+        # group set number, and -> its set's row of flags (see _forget), when labels and
+        # names alone place ends. Filled and emptied in place: always these two objects.
+        self._by_vm: dict[Any, int] = {}
+        self._rows_by_vm: dict[Any, bytearray] = {}
+        # Those two as a flow's ends to a flag, ``rows[src_vm][cols[dest_vm]]``: 0 when the
+        # flow has nothing to report (an end or pair missing: call decide), or None. The
+        # pipeline looks there first: most flows are quiet, and a quiet flow then costs
+        # three lookups and no call.
         self.prefilter: tuple[dict[Any, bytearray], dict[Any, int]] | None = None
         self._vm_only = not (self._cidr_groups or self._vlan_groups)
         if self._vm_only:  # labels and names alone place ends
             self.decide = self._decide_by_vm  # type: ignore[method-assign]
+            self.prefilter = (self._rows_by_vm, self._by_vm)
         self.dedup = Deduper(policy.dedup_window)
         self._forget()
 
@@ -149,13 +155,8 @@ class Segmentation:
         # 1 where a flow must be decided, a row shorter than the sets not filled yet.
         self._needs: list[bytearray] = []
         self._membership: dict[tuple[Any, Any, Any], int] = {}
-        # The inventory's identity mapping (hashed by identity, see enrich.Identity) -> its
-        # group set number, and -> its set's row of flags, when labels and names alone place
-        # ends; the pipeline tests a flow's pair of ends there before calling decide.
-        self._by_vm: dict[Any, int] = {}
-        self._rows_by_vm: dict[Any, bytearray] = {}
-        if self._vm_only:
-            self.prefilter = (self._rows_by_vm, self._by_vm)
+        self._by_vm.clear()
+        self._rows_by_vm.clear()
 
     # ------------------------------------------------------------ placing ends in groups
 
