@@ -29,8 +29,11 @@ class Fields:
 
     def present(self, rec: Mapping[str, Any]) -> dict[str, Any]:
         """The fields that are there (not absent, not null), in the list's order."""
-        return {name: value for name, value in zip(self.names, self(rec), strict=True)
-                if value is not None}
+        out = {}
+        for name, value in zip(self.names, self(rec), strict=True):  # faster than a dictcomp
+            if value is not None:
+                out[name] = value
+        return out
 
 
 # in_iface too: it is part of the finding's id, and a finding re-emitted with its final count

@@ -125,6 +125,10 @@ class Segmentation:
         self._by_pair: dict[tuple[str, str], list[int]] = {}
         for n, rule in enumerate(policy.rules):
             self._by_pair.setdefault((rule.src, rule.dest), []).append(n)
+        # Each rule as a flow is tested against it, made once (a cell is made per group pair).
+        self._candidates: list[_Candidate] = [
+            (None if r.proto == "any" else r.proto, frozenset(r.ports) if r.ports else None,
+             r.app_proto, r.action != "alert" or r.id in compiled, r) for r in policy.rules]
         self._default_silent = policy.default_action != "alert"
         # The inventory's identity mapping (hashed by identity, see enrich.Identity) -> its
         # group set number, and -> its set's row of flags (see _forget), when labels and
@@ -228,11 +232,8 @@ class Segmentation:
         for s_group in src:
             for d_group in dest:
                 positions.extend(by_pair.get((s_group, d_group), ()))
-        rules = self.policy.rules
-        return tuple(
-            (None if r.proto == "any" else r.proto, frozenset(r.ports) if r.ports else None,
-             r.app_proto, r.action != "alert" or r.id in self.compiled, r)
-            for r in (rules[n] for n in sorted(positions)))
+        candidates = self._candidates
+        return tuple(candidates[n] for n in sorted(positions))
 
     def _fill(self, si: int, di: int) -> _Cell:
         """The table's cell for two group set numbers, made once: _QUIET when nothing between
