@@ -216,9 +216,17 @@ class Pipeline:
             for et in check.event_types:
                 table.setdefault(et, []).append(check)
         self._checks_for = {k: tuple(v) for k, v in checks_for.items()}
-        # (check, its decide or None, its prefilter: rows, cols; or None, None)
-        self._light_for = {k: tuple((c, _decider(c), *_prefilter(c)) for c in v)
-                           for k, v in light_for.items()}
+        # Per event type: (rows, cols, checks). A prefilter's rows and cols (see _decider)
+        # are tested before any call when the type has one light check, else each check's
+        # with the check: (check, its decide or None for a one-step check, rows, cols).
+        self._light_for: dict[str, tuple[Any, Any, tuple[_LightCheck, ...]]] = {}
+        for et, checks in light_for.items():
+            entries = tuple((c, _decider(c), *_prefilter(c)) for c in checks)
+            if len(entries) == 1:
+                check, decide, rows, cols = entries[0]
+                self._light_for[et] = (rows, cols, ((check, decide, None, None),))
+            else:
+                self._light_for[et] = (None, None, entries)
         # Flows decided violating in this batch, reported at its end (see _report).
         self._pending: list[tuple[Any, Mapping[str, Any], Any, Any, Any]] = []
         self._wants_full = _FULL_TYPES | frozenset(observers_for) | frozenset(checks_for)
@@ -307,27 +315,36 @@ class Pipeline:
                 if flow is not None:
                     tap(src, dest, flow.pkts_toserver, flow.pkts_toclient, flow.start, flow.end)
             light = light_for.get(et)
-            if light:  # the checks called here, not through _run_checks: most find nothing
-                for check, decide, rows, cols in light:
-                    # the header is a read-only mapping (get, [], in): all a light check uses
-                    try:
-                        if decide is not None:  # two steps: decided now, reported at the end
-                            if rows is not None:
-                                try:
-                                    if not rows[src][cols[dest]]:
-                                        continue  # ends known to raise nothing together
-                                except (LookupError, TypeError):  # not known yet: decide
-                                    pass
-                            decided = decide(rec, src, dest)
-                            if decided is not None:
-                                pending.append((check, rec, src, dest, decided))  # type: ignore[arg-type]
-                            continue
-                        found = check.check(rec, src, dest)  # type: ignore[arg-type]
-                    except Exception:  # counted and logged like in _run_checks
-                        self._check_failed(check, et)
+            if light is None:
+                continue
+            # the checks called here, not through _run_checks: most find nothing
+            rows, cols, light_checks = light
+            if rows is not None:
+                try:
+                    if not rows[src][cols[dest]]:
+                        continue  # the type's only check knows these ends raise nothing
+                except (LookupError, TypeError):  # not known yet: decide
+                    pass
+            for check, decide, rows, cols in light_checks:
+                # the header is a read-only mapping (get, [], in): all a light check uses
+                try:
+                    if decide is not None:  # two steps: decided now, reported at the end
+                        if rows is not None:
+                            try:
+                                if not rows[src][cols[dest]]:
+                                    continue  # ends known to raise nothing together
+                            except (LookupError, TypeError):  # not known yet: decide
+                                pass
+                        decided = decide(rec, src, dest)
+                        if decided is not None:
+                            pending.append((check, rec, src, dest, decided))  # type: ignore[arg-type]
                         continue
-                    for finding in found:
-                        append(self._finding_line(finding, rec, src, dest))  # type: ignore[arg-type]
+                    found = check.check(rec, src, dest)  # type: ignore[arg-type]
+                except Exception:  # counted and logged like in _run_checks
+                    self._check_failed(check, et)
+                    continue
+                for finding in found:
+                    append(self._finding_line(finding, rec, src, dest))  # type: ignore[arg-type]
         if pending:
             self._report(out)
         counters.records_in += n_in
@@ -366,7 +383,8 @@ class Pipeline:
             if isinstance(flow, dict):
                 self.flow_tap(src, dest, flow.get("pkts_toserver"), flow.get("pkts_toclient"),
                               flow.get("start"), flow.get("end"))
-        checks = self._checks_for.get(et, ()) + tuple(c[0] for c in self._light_for.get(et, ()))
+        light = self._light_for.get(et)
+        checks = self._checks_for.get(et, ()) + (tuple(c[0] for c in light[2]) if light else ())
         if checks:
             out.extend(self._run_checks(checks, rec, src, dest))
         return line
@@ -505,6 +523,10 @@ class Pipeline:
         return b"".join((_dumps(doc)[:-1], self._head, rid.encode(), b'"',
                          _fragment(self._src_frag, src, b',"src_vm":'),
                          _fragment(self._dest_frag, dest, b',"dest_vm":'), b"}}"))
+
+
+# A light check as the fast path calls it: (check, its decide or None, prefilter rows, cols).
+_LightCheck = tuple[PolicyCheck, Any, Any, Any]
 
 
 def _decider(check: PolicyCheck) -> Callable[..., Any] | None:

@@ -300,14 +300,32 @@ def test_labels_only_policy_first_match_by_protocol_and_port(
     assert [f["policy"]["rule_id"] for f in found] == ([expected] if expected else [])
 
 
+class _SeesFlows:
+    """Another light check on flows, finding nothing: with two, the pipeline tests each
+    check's prefilter in turn instead of the type's one before any call."""
+
+    name = "sees-flows"
+    event_types = frozenset({"flow"})
+    needs_full_record = False
+    seen = 0
+
+    def check(self, rec: Any, src_vm: Any, dest_vm: Any) -> list[dict[str, Any]]:
+        self.seen += 1
+        return []
+
+    def flush(self) -> list[dict[str, Any]]:
+        return []
+
+
 @pytest.mark.parametrize("default", ["allow", "alert"])
 @pytest.mark.parametrize("compiled_share", [0.0, 0.5])
+@pytest.mark.parametrize("another_check", [False, True])
 def test_pipeline_reports_what_a_walk_of_the_rules_finds_on_random_traffic(
-        default: str, compiled_share: float) -> None:
+        default: str, compiled_share: float, another_check: bool) -> None:
     """The pipeline's segmentation (group set table, quiet cells, the pair prefilter that skips
     the call, violations reported at the batch's end) reports exactly the flows that a plain
     walk of the ordered rules finds violating: random policy, random traffic, VMs outside the
-    inventory, rules compiled to Suricata left to Suricata."""
+    inventory, rules compiled to Suricata left to Suricata; alone or beside another check."""
     rnd = random.Random(11)
     zones = ["a", "b", "c", "d", "e"]
     vms = [VmIdentity(name=f"vm{i:02d}", ips=(f"10.1.0.{i + 1}",),
@@ -346,8 +364,10 @@ def test_pipeline_reports_what_a_walk_of_the_rules_finds_on_random_traffic(
         verdict = walk(src, dest, proto.lower(), port)
         if verdict is not None:
             expected.add((name_of.get(src, src), name_of.get(dest, dest), port, verdict))
+    other = _SeesFlows()
     p = Pipeline(sensor="s", inventory=Inventory(vms),
-                 checks=[Segmentation(parse_policy(spec), compiled)])
+                 checks=[Segmentation(parse_policy(spec), compiled)]
+                 + ([other] if another_check else []))
     out = []
     for start in range(0, len(lines), 700):  # several batches, pairs seen again in later ones
         out += p.process(lines[start:start + 700])
@@ -357,3 +377,4 @@ def test_pipeline_reports_what_a_walk_of_the_rules_finds_on_random_traffic(
              for f in map(orjson.loads, out + p.flush()) if f["event_type"] == "policy"}
     assert expected  # the random policy does forbid something
     assert found == expected
+    assert other.seen == (len(lines) if another_check else 0)  # a quiet flow still reaches it
