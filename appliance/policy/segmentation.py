@@ -4,9 +4,13 @@ Each ``flow`` record's ends are placed in the policy's groups (by the VM's label
 address's CIDR, the flow's VLAN), then the ordered rules are walked: the first rule whose groups,
 protocol, port and app-layer protocol match decides; no match falls to the default action. An
 ``alert`` decision is a finding that names the rule and why. Both steps are cached — group
-membership per (address, VM, VLAN), and the rules that can decide between two sets of groups
-(usually none or a few of a thousand) — so a flow costs three dictionary lookups and a test of
-those few rules.
+membership per (address, VM, VLAN), and the verdicts between two sets of groups per protocol
+and port, worked out from the few of a thousand rules that can decide there — so a flow costs
+a few lookups. Most flows are between groups with nothing to report; when labels and names
+alone place ends, the pipeline finds those with three lookups and no call (``prefilter``).
+
+The check works in two steps for the pipeline: ``decide`` each flow as it comes (nearly always
+None), ``report`` the few violations at the end of the batch; ``check`` does both at once.
 """
 
 from __future__ import annotations
