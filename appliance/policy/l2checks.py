@@ -21,6 +21,7 @@ Findings are deduplicated per (check, MAC, address) like the flow checks.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from capture.pcapread import read_frames
 from ..enrich import Inventory, ip_spellings
 from .cleartext import CleartextCredentials
 from .dedup import Deduper
-from .macflood import is_unicast
+from .macflood import SEEN_MAX, is_unicast
 from .model import L2Spec
 
 __all__ = ["L2Checks"]
@@ -62,7 +63,9 @@ class L2Checks:
         self.cleartext = (CleartextCredentials(inventory, dedup_window, dict(spec.cleartext_ports))
                           if spec.cleartext else None)
         self.tcp_ports = self.cleartext.tcp_ports if self.cleartext else frozenset()
-        self._macs_seen: set[str] = set()
+        # source MACs of group-addressed frames and ARP: an LRU of at most SEEN_MAX (one
+        # evicted during a flood is simply new again later), as MacFloodCheck's
+        self._macs_seen: OrderedDict[str, None] = OrderedDict()
         self._second = -1
         self._new_in_second = 0
         self.events = 0
@@ -136,6 +139,17 @@ class L2Checks:
 
     # ------------------------------------------------------------ every frame
 
+    def _new_mac(self, mac: str) -> bool:
+        """Whether ``mac`` is not among the source MACs seen lately; it is from now on."""
+        seen = self._macs_seen
+        if mac in seen:
+            seen.move_to_end(mac)
+            return False
+        seen[mac] = None
+        if len(seen) > SEEN_MAX:
+            seen.popitem(last=False)
+        return True
+
     def _frame(self, frame: FrameInfo, arp: bool) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if self.spec.vlan_double_tag and len(frame.vlans) >= 2:
@@ -144,10 +158,8 @@ class L2Checks:
             out += self._offer(frame, ("vlan", frame.src_mac),
                                ("vlan-double-tag", "VLAN double-tagging", reason,
                                 frame.src_mac))
-        if (self.spec.mac_flood_per_second and (arp or not is_unicast(frame.dst_mac))
-                and frame.src_mac not in self._macs_seen):
-            if len(self._macs_seen) < 1_000_000:
-                self._macs_seen.add(frame.src_mac)
+        if self.spec.mac_flood_per_second and (arp or not is_unicast(frame.dst_mac)) \
+                and self._new_mac(frame.src_mac):
             second = int(frame.ts)
             if second != self._second:
                 self._second, self._new_in_second = second, 0

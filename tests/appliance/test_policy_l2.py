@@ -10,8 +10,9 @@ import pytest
 from appliance.config import VmIdentity
 from appliance.enrich import Inventory
 from appliance.policy.l2checks import L2Checks
+from appliance.policy.macflood import SEEN_MAX
 from appliance.policy.model import L2Spec
-from capture.l2 import ArpEvent, DhcpEvent, RaEvent, parse_frame
+from capture.l2 import ArpEvent, DhcpEvent, FrameInfo, RaEvent, parse_frame
 from capture.pcapread import read_frames
 from lab.attacks import ATTACKS, DEV07, GATEWAY, _arp_reply, write
 
@@ -58,6 +59,32 @@ def test_unicast_arp_flood_still_counted() -> None:
     checks = L2Checks(L2Spec(arp=False), INVENTORY, dedup_window=60)
     findings = _feed(checks, flood) + checks.flush()
     assert {f["policy"]["rule_id"] for f in findings} == {"mac-flood"}
+
+
+def test_seen_macs_bounded_and_a_busy_known_mac_never_new_again() -> None:
+    """Past SEEN_MAX source MACs (a long-running sensor on a big network) the oldest is
+    forgotten, not every newcomer: a MAC that keeps broadcasting stays seen, so its own
+    broadcasts never count as new MACs, and a flood is still caught."""
+    checks = L2Checks(L2Spec(mac_flood_per_second=50), INVENTORY, dedup_window=60)
+    busy = "52:54:00:aa:00:01"
+    found = []
+    for n in range(SEEN_MAX + 20_000):  # 10 new MACs a second, and the busy VM broadcasting
+        ts = n / 10
+        found += checks.feed(FrameInfo(ts, f"02:00:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:"
+                                           f"{n & 255:02x}:01", "ff:ff:ff:ff:ff:ff", ()))
+        found += checks.feed(FrameInfo(ts, busy, "ff:ff:ff:ff:ff:ff", ()))
+    assert len(checks._macs_seen) <= SEEN_MAX
+    # one second of 200 broadcasts from the busy VM: no new MAC, no flood
+    last = (SEEN_MAX + 20_000) / 10 + 1
+    for n in range(200):
+        found += checks.feed(FrameInfo(last + n / 1000, busy, "ff:ff:ff:ff:ff:ff", ()))
+    assert found == []
+    # a real flood afterwards still is one
+    for n in range(120):
+        found += checks.feed(FrameInfo(last + 2 + n / 1000, f"02:77:00:00:{n >> 8:02x}:"
+                                                           f"{n & 255:02x}", "ff:ff:ff:ff:ff:ff",
+                                       ()))
+    assert {f["policy"]["rule_id"] for f in found} == {"mac-flood"}
 
 
 def test_arp_spoof_names_the_attacker_and_the_victim_address() -> None:
