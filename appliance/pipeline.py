@@ -215,7 +215,11 @@ class Pipeline:
             table = checks_for if getattr(check, "needs_full_record", True) else light_for
             for et in check.event_types:
                 table.setdefault(et, []).append(check)
-        self._checks_for = {k: tuple(v) for k, v in checks_for.items()}
+        # Per event type, what the slow path (a record parsed in full) runs: every check of
+        # the type with its decide (None: one step).
+        self._full_checks_for = {
+            et: tuple((c, _decider(c)) for c in (*checks_for.get(et, ()), *light_for.get(et, ())))
+            for et in {*checks_for, *light_for}}
         # Per event type: (rows, cols, checks). A prefilter's rows and cols (see _decider)
         # are tested before any call when the type has one light check, else each check's
         # with the check: (check, its decide or None for a one-step check, rows, cols).
@@ -383,8 +387,7 @@ class Pipeline:
             if isinstance(flow, dict):
                 self.flow_tap(src, dest, flow.get("pkts_toserver"), flow.get("pkts_toclient"),
                               flow.get("start"), flow.get("end"))
-        light = self._light_for.get(et)
-        checks = self._checks_for.get(et, ()) + (tuple(c[0] for c in light[2]) if light else ())
+        checks = self._full_checks_for.get(et)
         if checks:
             out.extend(self._run_checks(checks, rec, src, dest))
         return line
@@ -419,15 +422,14 @@ class Pipeline:
 
     def _run_checks(
         self,
-        checks: Sequence[PolicyCheck],
+        checks: Sequence[tuple[PolicyCheck, Any]],
         rec: dict[str, Any],
         src: dict[str, Any] | None,
         dest: dict[str, Any] | None,
     ) -> list[bytes]:
         out: list[bytes] = []
-        for check in checks:
+        for check, decide in checks:
             try:
-                decide = _decider(check)
                 if decide is not None:  # in record order with the fast path's: see _report
                     decided = decide(rec, src, dest)
                     if decided is not None:

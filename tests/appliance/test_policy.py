@@ -317,15 +317,27 @@ class _SeesFlows:
         return []
 
 
+class _ObservesFlows:
+    """An observer of flows: the pipeline then parses every flow in full (the slow path)."""
+
+    event_types = frozenset({"flow"})
+    seen = 0
+
+    def observe(self, event_type: str, rec: Any, src_vm: Any, dest_vm: Any) -> None:
+        self.seen += 1
+
+
 @pytest.mark.parametrize("default", ["allow", "alert"])
 @pytest.mark.parametrize("compiled_share", [0.0, 0.5])
 @pytest.mark.parametrize("another_check", [False, True])
+@pytest.mark.parametrize("observed", [False, True])
 def test_pipeline_reports_what_a_walk_of_the_rules_finds_on_random_traffic(
-        default: str, compiled_share: float, another_check: bool) -> None:
+        default: str, compiled_share: float, another_check: bool, observed: bool) -> None:
     """The pipeline's segmentation (group set table, quiet cells, the pair prefilter that skips
     the call, violations reported at the batch's end) reports exactly the flows that a plain
     walk of the ordered rules finds violating: random policy, random traffic, VMs outside the
-    inventory, rules compiled to Suricata left to Suricata; alone or beside another check."""
+    inventory, rules compiled to Suricata left to Suricata; alone or beside another check;
+    on the fast path or, with an observer of flows (as in a replay), parsed in full."""
     rnd = random.Random(11)
     zones = ["a", "b", "c", "d", "e"]
     vms = [VmIdentity(name=f"vm{i:02d}", ips=(f"10.1.0.{i + 1}",),
@@ -365,9 +377,11 @@ def test_pipeline_reports_what_a_walk_of_the_rules_finds_on_random_traffic(
         if verdict is not None:
             expected.add((name_of.get(src, src), name_of.get(dest, dest), port, verdict))
     other = _SeesFlows()
+    observer = _ObservesFlows()
     p = Pipeline(sensor="s", inventory=Inventory(vms),
                  checks=[Segmentation(parse_policy(spec), compiled)]
-                 + ([other] if another_check else []))
+                 + ([other] if another_check else []),
+                 observers=[observer] if observed else [])
     out = []
     for start in range(0, len(lines), 700):  # several batches, pairs seen again in later ones
         out += p.process(lines[start:start + 700])
@@ -378,3 +392,4 @@ def test_pipeline_reports_what_a_walk_of_the_rules_finds_on_random_traffic(
     assert expected  # the random policy does forbid something
     assert found == expected
     assert other.seen == (len(lines) if another_check else 0)  # a quiet flow still reaches it
+    assert observer.seen == (len(lines) if observed else 0)
