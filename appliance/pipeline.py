@@ -218,14 +218,15 @@ class Pipeline:
         # Per event type, what the slow path (a record parsed in full) runs: every check of
         # the type with its decide (None: one step).
         self._full_checks_for = {
-            et: tuple((c, _decider(c)) for c in (*checks_for.get(et, ()), *light_for.get(et, ())))
+            et: tuple(_two_step(c)[:2]
+                      for c in (*checks_for.get(et, ()), *light_for.get(et, ())))
             for et in {*checks_for, *light_for}}
-        # Per event type: (rows, cols, checks). A prefilter's rows and cols (see _decider)
+        # Per event type: (rows, cols, checks). A prefilter's rows and cols (see _two_step)
         # are tested before any call when the type has one light check, else each check's
         # with the check: (check, its decide or None for a one-step check, rows, cols).
         self._light_for: dict[str, tuple[Any, Any, tuple[_LightCheck, ...]]] = {}
         for et, checks in light_for.items():
-            entries = tuple((c, _decider(c), *_prefilter(c)) for c in checks)
+            entries = tuple(_two_step(c) for c in checks)
             if len(entries) == 1:
                 check, decide, rows, cols = entries[0]
                 self._light_for[et] = (rows, cols, ((check, decide, None, None),))
@@ -531,24 +532,18 @@ class Pipeline:
 _LightCheck = tuple[PolicyCheck, Any, Any, Any]
 
 
-def _decider(check: PolicyCheck) -> Callable[..., Any] | None:
-    """The check's ``decide`` when it works in two steps (``decide`` every record at once,
-    ``report`` the few it flags at the batch's end), else None. Such a check also has a
-    ``prefilter``: None, or two mappings that answer "nothing to report" for a pair of ends
-    without a call (``rows[src][cols[dest]]`` falsy; missing: call decide), which stay the
-    same objects for the check's life."""
-    decide: Callable[..., Any] | None = getattr(check, "decide", None)
-    if callable(decide) and callable(getattr(check, "report", None)) \
-            and hasattr(check, "prefilter"):
-        return decide
-    return None
-
-
-def _prefilter(check: PolicyCheck) -> tuple[Any, Any]:
-    """A two-step check's prefilter mappings (rows, cols), or (None, None). They are the
-    check's own, filled and emptied in place, so the pipeline holds them from the start."""
-    found = getattr(check, "prefilter", None) if _decider(check) is not None else None
-    return (None, None) if found is None else (found[0], found[1])
+def _two_step(check: PolicyCheck) -> _LightCheck:
+    """``(check, decide, rows, cols)``. ``decide``: the check's, when it works in two steps
+    (``decide`` every record at once, ``report`` the few it flags at the batch's end), else
+    None. ``rows``, ``cols``: such a check's ``prefilter``, two mappings that answer "nothing
+    to report" for a pair of ends without a call (``rows[src][cols[dest]]`` falsy; missing:
+    call decide) and stay the same objects for the check's life; else None, None."""
+    decide = getattr(check, "decide", None)
+    if not (callable(decide) and callable(getattr(check, "report", None))):
+        return check, None, None, None
+    prefilter = getattr(check, "prefilter", None)
+    rows, cols = (None, None) if prefilter is None else prefilter
+    return check, decide, rows, cols
 
 
 def _fragment(frags: dict[Identity | None, bytes], vm: Mapping[str, Any] | None,

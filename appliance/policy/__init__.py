@@ -41,8 +41,9 @@ class PolicyCheck(Protocol):
         ...
 
     # A light check may also work in two steps, which the pipeline then uses instead of
-    # ``check`` (see appliance.pipeline._decider): ``decide(rec, src_vm, dest_vm)`` at each
+    # ``check`` (see appliance.pipeline._two_step): ``decide(rec, src_vm, dest_vm)`` at each
     # record, returning None or what its finding is made of; ``report(rec, src_vm, dest_vm,
     # decided)`` for those at the end of the batch, returning complete findings (with the
-    # record's fields, as ``finding.policy_finding`` makes them); and ``prefilter``: None, or
-    # two mappings, ``rows[src_vm][cols[dest_vm]]`` falsy for ends that raise nothing.
+    # record's fields, as ``finding.policy_finding`` makes them); and, optionally,
+    # ``prefilter``: None, or two mappings, ``rows[src_vm][cols[dest_vm]]`` falsy for ends
+    # that raise nothing.

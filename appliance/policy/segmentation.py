@@ -144,8 +144,7 @@ class Segmentation:
         # pipeline looks there first: most flows are quiet, and a quiet flow then costs
         # three lookups and no call.
         self.prefilter: tuple[dict[Any, bytearray], dict[Any, int]] | None = None
-        self._vm_only = not (self._cidr_groups or self._vlan_groups)
-        if self._vm_only:  # labels and names alone place ends
+        if not (self._cidr_groups or self._vlan_groups):  # labels and names alone place ends
             self.decide = self._decide_by_vm  # type: ignore[method-assign]
             self.prefilter = (self._rows_by_vm, self._by_vm)
         self.dedup = Deduper(policy.dedup_window)
