@@ -303,8 +303,10 @@ class Segmentation:
         vlan = vlans[0] if type(vlans) is list and vlans else None
         si = self._index(src_ip, src_vm, vlan)
         di = self._index(dest_ip, dest_vm, vlan)
-        row = self._table[si]
-        cell = row[di] if di < len(row) else None
+        try:  # the table read as in _decide_by_vm (inline there and here: once per flow)
+            cell = self._table[si][di]
+        except IndexError:
+            cell = None
         if cell is None:
             cell = self._fill(si, di)
         if cell is _QUIET:
